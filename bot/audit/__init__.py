@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: pure chain arithmetic (chain.py) and its storage (log.py)."""

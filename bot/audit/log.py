@@ -1,0 +1,54 @@
+"""Appending to and reading the audit log. Runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.audit.chain import AuditEntry, Verdict, canonical, seal, verify
+from bot.store.tables import audit_head, audit_log
+
+
+async def append(
+    conn: AsyncConnection,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    case_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    # FOR UPDATE on the head row serialises appenders across replicas (PostgreSQL); SQLite
+    # ignores it and serialises writers by itself.
+    head = (
+        await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update())
+    ).first()
+    prev = (int(head.seq), str(head.hash)) if head else None
+    entry = seal(prev, at, actor[:128], action[:64], case_id, canonical(detail or {}))
+    await conn.execute(
+        audit_log.insert().values(
+            seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, case_id=entry.case_id,
+            detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash,
+        )
+    )
+    if head is None:
+        await conn.execute(audit_head.insert().values(id=1, seq=entry.seq, hash=entry.hash))
+    else:
+        await conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=entry.seq, hash=entry.hash))
+    return entry
+
+
+async def entries(conn: AsyncConnection) -> AsyncIterator[AuditEntry]:
+    result = await conn.stream(select(audit_log).order_by(audit_log.c.seq))
+    async for r in result:
+        yield AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
+
+
+async def check(conn: AsyncConnection) -> Verdict:
+    head = (await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))).first()
+    rows = [e async for e in entries(conn)]
+    return verify(rows, (int(head.seq), str(head.hash)) if head else None)

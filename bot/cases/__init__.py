@@ -1,0 +1,1 @@
+"""Cases: the pure state machine (machine.py) and the service that persists it (service.py)."""

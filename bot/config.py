@@ -1,0 +1,138 @@
+"""Settings: read once from MAILWARDEN_* environment variables and an optional TOML file.
+
+The only module that reads the environment. Every problem is reported at once, secrets are
+SecretStr so they never reach a log line or `config show` in clear.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bot.errors import ConfigError
+
+ENV_PREFIX = "MAILWARDEN_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = "sqlite+aiosqlite:///mailwarden.db"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dry_run: bool = False
+
+    # Slack
+    slack_mode: Literal["socket", "http"] = "socket"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    soc_channel: str | None = None
+    soc_usergroup: str | None = None
+    http_host: str = "0.0.0.0"  # noqa: S104 - HTTP mode sits behind the operator's load balancer
+    http_port: int = Field(default=3000, ge=1, le=65535)
+
+    # Microsoft Entra ID / Graph
+    ms_tenant_id: str | None = None
+    ms_client_id: str | None = None
+    ms_auth: Literal["secret", "certificate", "workload_identity"] = "secret"
+    ms_client_secret: SecretStr | None = None
+    ms_certificate_path: str | None = None
+    graph_url: str = "https://graph.microsoft.com"
+
+    # Polling (reference/performance.md "Lag vs budget": delayed watermark + small overlap)
+    poll_interval_s: int = Field(default=60, ge=5)
+    signin_delay_s: int = Field(default=300, ge=0)
+    signin_overlap_s: int = Field(default=60, ge=0)
+    initial_lookback_s: int = Field(default=900, ge=0)
+
+    # Case life
+    user_answer_timeout_s: int = Field(default=900, ge=10)
+    soc_timeout_s: int = Field(default=1800, ge=10)
+    incident_window_s: int = Field(default=86_400, ge=60)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    dispatch_interval_s: float = Field(default=2.0, gt=0)
+
+    # Detection thresholds (sources cited in bot/detect)
+    failed_then_success_min_failures: int = Field(default=5, ge=1)
+    failed_then_success_window_s: int = Field(default=1200, ge=60)
+    new_country_warmup_days: int = Field(default=7, ge=0)
+
+    # Containment: tolerated clock skew when reconciling an action whose outcome is unknown
+    reconcile_skew_s: int = Field(default=30, ge=0)
+
+
+SECRET_FIELDS = frozenset(
+    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
+)
+
+
+def load_settings(env: Mapping[str, str] | None = None, toml_path: str | Path | None = None) -> Settings:
+    """Merge the TOML file (if any) and MAILWARDEN_* variables; the environment wins."""
+    env = os.environ if env is None else env
+    path = toml_path or env.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            data.update(raw.get("mailwarden", raw))
+        except OSError as exc:
+            problems.append(f"config file {path}: {exc.strerror}")
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"config file {path}: {exc}")
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            data[key[len(ENV_PREFIX) :].lower()] = value
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(root)"
+            name = ENV_PREFIX + field.upper()
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{name}: unknown setting")
+            else:
+                # never echo the input: it may be a secret typed into the wrong key
+                problems.append(f"{name}: {err['msg']}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def missing_for_run(s: Settings) -> list[str]:
+    """Every credential or target `mailwarden run` needs and does not have, named by its variable."""
+    need: list[str] = []
+
+    def want(field: str, why: str = "") -> None:
+        if getattr(s, field) in (None, ""):
+            need.append(f"{ENV_PREFIX}{field.upper()}: missing{why}")
+
+    want("slack_bot_token")
+    want("soc_channel")
+    want("soc_usergroup")
+    if s.slack_mode == "http":
+        want("slack_signing_secret", " (required in HTTP mode)")
+    else:
+        want("slack_app_token", " (required in Socket Mode; an xapp- token with connections:write)")
+    want("ms_tenant_id")
+    want("ms_client_id")
+    if s.ms_auth == "secret":
+        want("ms_client_secret", " (MAILWARDEN_MS_AUTH=secret)")
+    elif s.ms_auth == "certificate":
+        want("ms_certificate_path", " (MAILWARDEN_MS_AUTH=certificate)")
+    return need
+
+
+def redacted(s: Settings) -> dict[str, Any]:
+    out = s.model_dump()
+    for name in SECRET_FIELDS:
+        out[name] = None if out[name] is None else "**********"
+    return out

@@ -1,0 +1,31 @@
+"""new_country: a successful sign-in from a country this user has not signed in from before.
+
+Warm-up: no finding until the user has `new_country_warmup` of history, so a fresh install does not
+question everyone (Elastic's new-terms rules use a 7-day history; reference/detections.md A1/F10).
+"""
+
+from __future__ import annotations
+
+from bot.detect import Params
+from bot.model import Event, Finding, Profile, Severity
+
+ID = "new_country"
+
+
+def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
+    if event.kind != "sign_in" or not event.success or not event.country or profile is None:
+        return None
+    if event.occurred_at - profile.first_seen < params.new_country_warmup or not profile.countries:
+        return None
+    if profile.knows_country(event.country):
+        return None
+    usual = ", ".join(c for c, _ in sorted(profile.countries, key=lambda ct: ct[1], reverse=True)[:3])
+    where = f"{event.city}, {event.country}" if event.city else event.country
+    return Finding(
+        detector=ID,
+        severity=Severity.MEDIUM,
+        reason=f"First sign-in from {where}; this user usually signs in from {usual}",
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        evidence=(("country", event.country), ("usual_countries", usual)),
+    )

@@ -1,0 +1,41 @@
+"""APScheduler jobs: poll sources, deliver the outbox, fire due deadlines.
+
+Deadlines live in the cases table, not in the scheduler's memory: the sweeper asks the database
+what is due, so a restart loses none and a replica that was down catches up on start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.wiring import Services
+
+log = structlog.get_logger("mailwarden.scheduler")
+
+
+def _guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:  # a failing tick is logged; the next tick tries again
+            log.exception("job.failed", job=name)
+
+    return run
+
+
+def build_scheduler(services: Services, *, poll_s: float, dispatch_s: float, sweep_s: float,
+                    poll: bool = True) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    if poll:
+        scheduler.add_job(_guarded("poll.entra_signin", services.poller.poll_once), "interval", seconds=poll_s,
+                          id="poll.entra_signin", **common)
+    scheduler.add_job(_guarded("dispatch", services.dispatcher.drain), "interval", seconds=dispatch_s,
+                      id="dispatch", **common)
+    scheduler.add_job(_guarded("sweep", services.cases.fire_due_deadlines), "interval", seconds=sweep_s,
+                      id="sweep", **common)
+    return scheduler

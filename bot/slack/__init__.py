@@ -1,0 +1,1 @@
+"""Slack: identifiers, escaping, pure card builders, the bolt app and its handlers."""

@@ -1,0 +1,142 @@
+"""Composition root: the one place that constructs SDK clients, engines and services."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from azure.core.credentials_async import AsyncTokenCredential
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actions.ledger import Executor
+from actions.microsoft import microsoft_actions
+from bot.audit import log as audit
+from bot.cases.machine import Timeouts
+from bot.cases.service import CaseService
+from bot.clock import Clock
+from bot.config import Settings
+from bot.detect import Params
+from bot.dispatch import Dispatcher
+from bot.slack.handlers import Interactions, SocDirectory, register
+from bot.sources.entra_signins import EntraSignInPoller
+from bot.store import db, repo
+
+log = structlog.get_logger("mailwarden")
+
+GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
+
+
+def graph_credential(s: Settings) -> AsyncTokenCredential:
+    from azure.identity.aio import CertificateCredential, ClientSecretCredential, WorkloadIdentityCredential
+
+    assert s.ms_tenant_id and s.ms_client_id
+    if s.ms_auth == "certificate":
+        assert s.ms_certificate_path
+        return CertificateCredential(s.ms_tenant_id, s.ms_client_id, s.ms_certificate_path)
+    if s.ms_auth == "workload_identity":
+        return WorkloadIdentityCredential(tenant_id=s.ms_tenant_id, client_id=s.ms_client_id)
+    assert s.ms_client_secret
+    return ClientSecretCredential(s.ms_tenant_id, s.ms_client_id, s.ms_client_secret.get_secret_value())
+
+
+def graph_client(s: Settings, credential: AsyncTokenCredential) -> GraphServiceClient:
+    # Always pass explicit scopes: without them kiota derives the scope from the request host,
+    # which is wrong for anything but graph.microsoft.com (api-contracts.md §1.8).
+    provider = AzureIdentityAuthenticationProvider(credential, scopes=GRAPH_SCOPES)
+    adapter = GraphRequestAdapter(provider)
+    # The setter, not httpx's base_url: httpx would add a slash and produce /v1.0//users.
+    adapter.base_url = f"{s.graph_url.rstrip('/')}/v1.0"
+    return GraphServiceClient(request_adapter=adapter)
+
+
+def slack_client(s: Settings) -> AsyncWebClient:
+    token = s.slack_bot_token.get_secret_value() if s.slack_bot_token else None
+    # retry_handlers= replaces slack_sdk's defaults, so the connection-error handler is listed again.
+    return AsyncWebClient(token=token, base_url=s.slack_api_url, retry_handlers=[
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+    ])
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    slack: AsyncWebClient
+    graph: GraphServiceClient
+    cases: CaseService
+    executor: Executor
+    dispatcher: Dispatcher
+    poller: EntraSignInPoller
+    bolt: AsyncApp
+    interactions: Interactions
+    crash_points: set[str] = field(default_factory=set)
+
+    async def kick(self) -> None:
+        """Deliver what a click just queued without waiting for the next dispatcher tick."""
+        asyncio.get_running_loop().create_task(self.dispatcher.drain())
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            async with self.engine.connect() as conn:
+                pending = await repo.pending_outbox(conn)
+                verdict = await audit.check(conn)
+            return {"ok": True, "db": "ok", "pending_outbox": pending, "audit_ok": verdict.ok,
+                    "dry_run": self.settings.dry_run}
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            return {"ok": False, "db": f"error: {type(exc).__name__}"}
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def build(settings: Settings, clock: Clock, *, credential: AsyncTokenCredential | None = None,
+                crash_points: set[str] | None = None) -> Services:
+    engine = db.make_engine(settings.database_url)
+    await db.migrate(engine)
+    slack = slack_client(settings)
+    graph = graph_client(settings, credential or graph_credential(settings))
+    params = Params(
+        failed_then_success_min_failures=settings.failed_then_success_min_failures,
+        failed_then_success_window=timedelta(seconds=settings.failed_then_success_window_s),
+        new_country_warmup=timedelta(days=settings.new_country_warmup_days),
+    )
+    timeouts = Timeouts(user_answer=timedelta(seconds=settings.user_answer_timeout_s),
+                        soc_decision=timedelta(seconds=settings.soc_timeout_s))
+    cases = CaseService(engine, clock, params, timeouts, timedelta(seconds=settings.incident_window_s))
+    crash = crash_points if crash_points is not None else set()
+    executor = Executor(engine, clock, {a.name: a for a in microsoft_actions(graph)}, dry_run=settings.dry_run,
+                        reconcile_skew=timedelta(seconds=settings.reconcile_skew_s), crash_points=crash)
+    dispatcher = Dispatcher(engine, clock, cases, slack, executor, soc_channel=settings.soc_channel or "")
+    poller = EntraSignInPoller(graph, engine, clock, cases, tenant=settings.ms_tenant_id or "default",
+                               delay=timedelta(seconds=settings.signin_delay_s),
+                               overlap=timedelta(seconds=settings.signin_overlap_s),
+                               initial_lookback=timedelta(seconds=settings.initial_lookback_s))
+    bolt = AsyncApp(
+        client=slack,
+        signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else "",
+        process_before_response=False,
+    )
+    services_ref: list[Services] = []
+
+    async def kick() -> None:
+        await services_ref[0].kick()
+
+    interactions = Interactions(cases, SocDirectory(slack, settings.soc_usergroup or ""), clock, kick)
+    register(bolt, interactions)
+    services = Services(settings, clock, engine, slack, graph, cases, executor, dispatcher, poller, bolt,
+                        interactions, crash)
+    services_ref.append(services)
+    return services

@@ -1,0 +1,202 @@
+"""The sandbox world: emulated Entra ID tenant and Slack workspace on loopback, and the real bot
+(its bolt app behind its own HTTP endpoint, its SQLite database) wired to them.
+
+Used by `mailwarden demo` and by the integration tests, so both exercise the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.credentials import AccessToken
+
+from bot.clock import SimClock
+from bot.config import Settings
+from bot.scheduler import build_scheduler
+from bot.web import build_web
+from bot.wiring import Services, build
+from sandbox.graph import GraphEmulator, format_graph_time
+from sandbox.server import LoopbackServer
+from sandbox.slack import SlackEmulator
+
+TENANT = "00000000-0000-0000-0000-00000000a11c"
+GRAPH_TOKEN = "sandbox-graph-token"  # noqa: S105 - a sandbox value, not a secret
+SOC_CHANNEL = "C0SOC"
+SOC_GROUP = "S0SOC"
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class SandboxCredential:
+    """azure-identity's async TokenCredential shape, handing out the emulator's token.
+
+    Real tenants use ClientSecretCredential / CertificateCredential / WorkloadIdentityCredential;
+    the emulator has no Entra token endpoint to talk to."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(GRAPH_TOKEN, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> SandboxCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+PEOPLE = {
+    # slack id: (upn, name, graph user id)
+    "U0ALICE": ("alice@contoso.example", "Alice Archer", "11111111-0000-0000-0000-000000000001"),
+    "U0DAVE": ("dave@contoso.example", "Dave Diaz", "11111111-0000-0000-0000-000000000004"),
+    "U0ERIN": ("erin@contoso.example", "Erin Evans", "11111111-0000-0000-0000-000000000005"),
+    "U0BOB": ("bob@contoso.example", "Bob Baker (SOC)", "11111111-0000-0000-0000-000000000002"),
+    "U0CAROL": ("carol@contoso.example", "Carol Chen (SOC)", "11111111-0000-0000-0000-000000000003"),
+    "U0MALLORY": ("mallory@contoso.example", "Mallory Moss", "11111111-0000-0000-0000-000000000006"),
+}
+SOC_MEMBERS = ["U0BOB", "U0CAROL"]
+
+
+def sign_in(upn: str, user_id: str, name: str, at: datetime, *, ok: bool = True, ip: str = "198.51.100.20",
+            country: str = "US", city: str = "New York", app: str = "Office 365 Exchange Online",
+            client: str = "Browser", ua: str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0",
+            seq: int = 0) -> dict[str, Any]:
+    """A sign-in record in Graph's v1.0 wire format (api-contracts.md §1.2)."""
+    return {
+        "id": f"{user_id[-4:]}-{int(at.timestamp())}-{seq}", "createdDateTime": format_graph_time(at),
+        "userDisplayName": name, "userPrincipalName": upn, "userId": user_id,
+        "appId": "00000002-0000-0ff1-ce00-000000000000", "appDisplayName": app, "ipAddress": ip,
+        "clientAppUsed": client, "correlationId": f"corr-{seq}", "conditionalAccessStatus": "notApplied",
+        "isInteractive": True, "riskDetail": "none", "riskLevelAggregated": "none", "riskLevelDuringSignIn": "none",
+        "riskState": "none", "riskEventTypes": [], "riskEventTypes_v2": [], "resourceDisplayName": app,
+        "resourceId": "00000002-0000-0ff1-ce00-000000000000", "userAgent": ua,
+        "status": {"errorCode": 0 if ok else 50126, "failureReason": None if ok else
+                   "Invalid username or password or Invalid on-premise username or password.",
+                   "additionalDetails": None},
+        "deviceDetail": {"deviceId": "", "displayName": None, "operatingSystem": "Windows 10", "browser": "Edge 131",
+                         "isCompliant": None, "isManaged": None, "trustType": None},
+        "location": {"city": city, "state": None, "countryOrRegion": country,
+                     "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None}},
+        "appliedConditionalAccessPolicies": [],
+    }
+
+
+class Sandbox:
+    def __init__(self, db_path: str, *, clock: SimClock | None = None, enforce_slack_limits: bool = True,
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.db_path = db_path
+        self.clock = clock or SimClock(START)
+        self.graph = GraphEmulator(self.clock.now, token=GRAPH_TOKEN, tenant_id=TENANT)
+        self.slack = SlackEmulator(enforce_limits=enforce_slack_limits)
+        self.overrides = overrides or {}
+        self.crash_points: set[str] = set()
+        self._servers: list[LoopbackServer] = []
+        self._bot_server: LoopbackServer | None = None
+        self.services: Services | None = None
+        self.scheduler: Any = None
+        self.request_url = ""
+
+    @property
+    def bot(self) -> Services:
+        assert self.services is not None, "sandbox not started"
+        return self.services
+
+    def settings(self) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite+aiosqlite:///{self.db_path}",
+            "slack_mode": "http", "slack_bot_token": self.slack.bot_token,
+            "slack_signing_secret": self.slack.signing_secret, "slack_api_url": self.slack.base_url + "/api/",
+            "soc_channel": SOC_CHANNEL, "soc_usergroup": SOC_GROUP, "ms_tenant_id": TENANT,
+            "ms_client_id": "mailwarden-sandbox", "graph_url": self.graph_url,
+            "signin_delay_s": 120, "signin_overlap_s": 60, "initial_lookback_s": 40 * 86_400,
+            "user_answer_timeout_s": 900, "soc_timeout_s": 1800, "new_country_warmup_days": 7,
+        }
+        values.update(self.overrides)
+        return Settings.model_validate(values)
+
+    def seed(self) -> None:
+        for uid, (upn, name, gid) in PEOPLE.items():
+            self.slack.add_user(uid, upn, name)
+            self.graph.add_user(gid, upn, name, sign_in_sessions_valid_from=START - timedelta(days=60))
+        self.slack.add_channel(SOC_CHANNEL, "soc-mailwarden")
+        self.slack.add_usergroup(SOC_GROUP, "soc", SOC_MEMBERS)
+        # a month of ordinary history: weekday sign-ins from New York
+        for uid in ("U0ALICE", "U0DAVE", "U0ERIN"):
+            upn, name, gid = PEOPLE[uid]
+            for day in range(30, 0, -2):
+                at = START - timedelta(days=day) + timedelta(minutes=17 * (day % 5))
+                self.graph.add_sign_in(sign_in(upn, gid, name, at, seq=day))
+
+    async def start(self) -> Sandbox:
+        graph_srv = LoopbackServer(self.graph.app, "graph")
+        slack_srv = LoopbackServer(self.slack.app, "slack")
+        self.graph_url = await graph_srv.start()
+        self.slack.base_url = await slack_srv.start()
+        self._servers += [graph_srv, slack_srv]
+        await self._start_bot()
+        return self
+
+    async def _start_bot(self) -> None:
+        self.services = await build(self.settings(), self.clock, credential=SandboxCredential(),
+                                    crash_points=self.crash_points)
+        self._bot_server = LoopbackServer(build_web(self.bot.bolt, self.bot.health), "bot")
+        self.request_url = await self._bot_server.start() + "/slack/events"
+
+    def run_scheduler(self, *, poll_s: float = 0.2, dispatch_s: float = 0.1, sweep_s: float = 0.1) -> None:
+        """Run the bot's real APScheduler jobs (fast real-time ticks; the simulated clock decides what is due)."""
+        self.scheduler = build_scheduler(self.bot, poll_s=poll_s, dispatch_s=dispatch_s, sweep_s=sweep_s)
+        self.scheduler.start()
+
+    async def stop_bot(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        if self._bot_server is not None:
+            await self._bot_server.stop()
+            self._bot_server = None
+        if self.services is not None:
+            await self.services.close()
+            self.services = None
+
+    async def restart_bot(self) -> None:
+        await self.stop_bot()
+        await self._start_bot()
+
+    async def stop(self) -> None:
+        await self.stop_bot()
+        for srv in reversed(self._servers):
+            await srv.stop()
+        self._servers.clear()
+
+    # --- helpers for stories and tests ----------------------------------------------------------------
+    def dm_card(self, slack_user: str) -> dict[str, Any]:
+        messages = self.slack.messages(self.slack.dm_channel(slack_user))
+        if not messages:
+            raise LookupError(f"no DM to {slack_user}")
+        return messages[-1]
+
+    def soc_cards(self) -> list[dict[str, Any]]:
+        return [m for m in self.slack.messages(SOC_CHANNEL) if not m.get("thread_ts")]
+
+    async def click(self, slack_user: str, message: dict[str, Any], action_id: str, **kw: Any) -> Any:
+        return await self.slack.click(request_url=self.request_url, user_id=slack_user, channel=message["channel"],
+                                      ts=message["ts"], action_id=action_id, **kw)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 15.0,
+                     what: str = "condition") -> None:
+    """Wait (in real time) until `check` holds; the bot works in the background."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
