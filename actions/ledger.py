@@ -25,7 +25,7 @@ from bot.store.tables import action_ledger
 log = structlog.get_logger("mailwarden.actions")
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - a process death, not an error to handle
+class SimulatedCrash(BaseException):
     """Raised at an armed crash point: unwinds everything without any commit, like SIGKILL."""
 
 
@@ -38,9 +38,16 @@ class LedgerResult:
 
 
 class Executor:
-    def __init__(self, engine: AsyncEngine, clock: Clock, actions: dict[str, Action], *,
-                 dry_run: bool = False, reconcile_skew: timedelta = timedelta(seconds=30),
-                 crash_points: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        actions: dict[str, Action],
+        *,
+        dry_run: bool = False,
+        reconcile_skew: timedelta = timedelta(seconds=30),
+        crash_points: set[str] | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.actions = actions
@@ -64,23 +71,43 @@ class Executor:
             if row is None:
                 try:
                     async with conn.begin_nested():
-                        await conn.execute(action_ledger.insert().values(
-                            case_id=case_id, action=name, target=target, idempotency_key=key, status="started",
-                            attempts=1, started_at=now))
+                        await conn.execute(
+                            action_ledger.insert().values(
+                                case_id=case_id,
+                                action=name,
+                                target=target,
+                                idempotency_key=key,
+                                status="started",
+                                attempts=1,
+                                started_at=now,
+                            )
+                        )
                 except IntegrityError:  # a concurrent replica inserted it first
-                    row = (await conn.execute(
-                        select(action_ledger).where(action_ledger.c.idempotency_key == key))).first()
+                    row = (
+                        await conn.execute(select(action_ledger).where(action_ledger.c.idempotency_key == key))
+                    ).first()
                 else:
-                    await audit.append(conn, at=now, actor="system", action="action.started", case_id=case_id,
-                                       detail={"action": name, "target": target, "key": key,
-                                               "dry_run": self.dry_run})
+                    await audit.append(
+                        conn,
+                        at=now,
+                        actor="system",
+                        action="action.started",
+                        case_id=case_id,
+                        detail={"action": name, "target": target, "key": key, "dry_run": self.dry_run},
+                    )
             elif row.status == "failed":  # a definite failure earlier; the SOC asked again
-                await conn.execute(update(action_ledger).where(action_ledger.c.idempotency_key == key)
-                                   .values(attempts=action_ledger.c.attempts + 1, status="started", started_at=now))
+                await conn.execute(
+                    update(action_ledger)
+                    .where(action_ledger.c.idempotency_key == key)
+                    .values(attempts=action_ledger.c.attempts + 1, status="started", started_at=now)
+                )
                 row = None
             else:
-                await conn.execute(update(action_ledger).where(action_ledger.c.idempotency_key == key)
-                                   .values(attempts=action_ledger.c.attempts + 1))
+                await conn.execute(
+                    update(action_ledger)
+                    .where(action_ledger.c.idempotency_key == key)
+                    .values(attempts=action_ledger.c.attempts + 1)
+                )
         if row is not None and row.status == "succeeded":
             prior = orjson.loads(row.result or "{}")
             return LedgerResult(ActionOutcome(True, prior.get("summary", "already done"), prior), False)
@@ -88,34 +115,55 @@ class Executor:
         if row is not None and row.status == "started" and not self.dry_run:
             done = await action.already_done(target, started_at - self.reconcile_skew)
             if done:
-                outcome = ActionOutcome(True, "Already in effect at the provider (reconciled after a restart)",
-                                        {"reconciled": True})
+                outcome = ActionOutcome(
+                    True, "Already in effect at the provider (reconciled after a restart)", {"reconciled": True}
+                )
                 await self._finish(case_id, name, target, key, outcome, reconciled=True)
                 return LedgerResult(outcome, provider_called=False, reconciled=True)
         if self.dry_run:
             outcome = ActionOutcome(True, f"Dry run: would have run {name} on {target}", {"dry_run": True})
             await self._finish(case_id, name, target, key, outcome)
             return LedgerResult(outcome, provider_called=False, dry_run=True)
+        self._maybe_crash("before_provider_call")
         outcome = await action.run(target)
         self._maybe_crash("after_provider_call")
         await self._finish(case_id, name, target, key, outcome)
         return LedgerResult(outcome, provider_called=True)
 
-    async def _finish(self, case_id: str, name: str, target: str, key: str, outcome: ActionOutcome,
-                      reconciled: bool = False) -> None:
+    async def _finish(
+        self, case_id: str, name: str, target: str, key: str, outcome: ActionOutcome, reconciled: bool = False
+    ) -> None:
         now = self.clock.now()
         status = "succeeded" if outcome.ok else "failed"
         async with self.engine.begin() as conn:
-            await conn.execute(update(action_ledger).where(action_ledger.c.idempotency_key == key).values(
-                status=status, finished_at=now,
-                result=orjson.dumps({"summary": outcome.summary, **outcome.detail}).decode()))
-            await audit.append(conn, at=now, actor="system", action=f"action.{status}", case_id=case_id,
-                               detail={"action": name, "target": target, "key": key, "summary": outcome.summary,
-                                       "reconciled": reconciled})
+            await conn.execute(
+                update(action_ledger)
+                .where(action_ledger.c.idempotency_key == key)
+                .values(
+                    status=status,
+                    finished_at=now,
+                    result=orjson.dumps({"summary": outcome.summary, **outcome.detail}).decode(),
+                )
+            )
+            await audit.append(
+                conn,
+                at=now,
+                actor="system",
+                action=f"action.{status}",
+                case_id=case_id,
+                detail={
+                    "action": name,
+                    "target": target,
+                    "key": key,
+                    "summary": outcome.summary,
+                    "reconciled": reconciled,
+                },
+            )
         log.info("action.finished", case_id=case_id, action=name, status=status, reconciled=reconciled)
 
     async def statuses(self, case_id: str) -> dict[str, str]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(action_ledger.c.action, action_ledger.c.status)
-                                      .where(action_ledger.c.case_id == case_id))
+            rows = await conn.execute(
+                select(action_ledger.c.action, action_ledger.c.status).where(action_ledger.c.case_id == case_id)
+            )
             return {r.action: r.status for r in rows}

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph import GraphServiceClient
+from msgraph.graph_service_client import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
@@ -19,8 +19,11 @@ from actions.base import Action, ActionOutcome
 
 def graph_error(exc: ODataError) -> dict[str, Any]:
     err = exc.error
-    return {"status": exc.response_status_code, "code": err.code if err else None,
-            "message": (err.message if err else None) or str(exc)}
+    return {
+        "status": exc.response_status_code,
+        "code": err.code if err else None,
+        "message": (err.message if err else None) or str(exc),
+    }
 
 
 class RevokeSessions:
@@ -51,7 +54,9 @@ class RevokeSessions:
     async def already_done(self, target: str, since: datetime) -> bool | None:
         config = RequestConfiguration(
             query_parameters=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
-                select=["id", "signInSessionsValidFromDateTime"]))
+                select=["id", "signInSessionsValidFromDateTime"]
+            )
+        )
         try:
             user = await self.graph.users.by_user_id(target).get(request_configuration=config)
         except ODataError:

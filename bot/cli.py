@@ -56,14 +56,25 @@ async def _audit_export(url: str, out: str | None) -> int:
     from bot.store import db
 
     engine = db.make_engine(url)
-    stream = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115 - closed below
+    stream = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115, ASYNC230 - a local file, closed below
     try:
         async with engine.connect() as conn:
             async for e in audit.entries(conn):
-                stream.write(orjson.dumps({
-                    "seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-                    "case_id": e.case_id, "detail": orjson.loads(e.detail), "prev_hash": e.prev_hash,
-                    "hash": e.hash}) + b"\n")
+                stream.write(
+                    orjson.dumps(
+                        {
+                            "seq": e.seq,
+                            "at": e.at.isoformat(),
+                            "actor": e.actor,
+                            "action": e.action,
+                            "case_id": e.case_id,
+                            "detail": orjson.loads(e.detail),
+                            "prev_hash": e.prev_hash,
+                            "hash": e.hash,
+                        }
+                    )
+                    + b"\n"
+                )
     finally:
         if out:
             stream.close()
@@ -95,11 +106,21 @@ async def _run(settings: Settings) -> int:
     from bot.wiring import build
 
     services = await build(settings, SystemClock())
-    scheduler = build_scheduler(services, poll_s=settings.poll_interval_s, dispatch_s=settings.dispatch_interval_s,
-                                sweep_s=settings.sweep_interval_s)
+    scheduler = build_scheduler(
+        services,
+        poll_s=settings.poll_interval_s,
+        dispatch_s=settings.dispatch_interval_s,
+        sweep_s=settings.sweep_interval_s,
+    )
     scheduler.start()
-    web = uvicorn.Server(uvicorn.Config(build_web(services.bolt, services.health), host=settings.http_host,
-                                        port=settings.http_port, log_level="warning"))
+    web = uvicorn.Server(
+        uvicorn.Config(
+            build_web(services.bolt, services.health),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+        )
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -110,11 +131,11 @@ async def _run(settings: Settings) -> int:
     if settings.slack_mode == "socket":
         assert settings.slack_app_token is not None
         socket = AsyncSocketModeHandler(services.bolt, settings.slack_app_token.get_secret_value())
-        await socket.connect_async()
+        await socket.connect_async()  # type: ignore[no-untyped-call]
     await stop.wait()
     web.should_exit = True
     if socket is not None:
-        await socket.close_async()
+        await socket.close_async()  # type: ignore[no-untyped-call]
     scheduler.shutdown(wait=False)
     await asyncio.gather(*tasks, return_exceptions=True)
     await services.close()
@@ -150,9 +171,11 @@ def _print_demo(report: dict[str, Any]) -> None:
     for story in report["stories"]:
         mark = "PASS" if story["passed"] else "FAIL"
         print(f"[{mark}] {story['name']}: {story['summary']}")
-        print(f"       final state {story['final_state']} (expected {story['expected_state']}), "
-              f"{story['slack_messages']} Slack messages, provider writes: "
-              + (", ".join(f"{w['method']} {w['path']}" for w in story["provider_writes"]) or "none"))
+        print(
+            f"       final state {story['final_state']} (expected {story['expected_state']}), "
+            f"{story['slack_messages']} Slack messages, provider writes: "
+            + (", ".join(f"{w['method']} {w['path']}" for w in story["provider_writes"]) or "none")
+        )
     print(f"\naudit log {'verified' if report['audit_ok'] else 'FAILED verification'}; database kept at {report['db']}")
 
 
@@ -173,10 +196,10 @@ def parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     config.add_parser("show", help="print the effective configuration, secrets redacted").set_defaults(
-        func=cmd_config_show)
+        func=cmd_config_show
+    )
 
-    audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="audit_cmd",
-                                                                                          required=True)
+    audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="audit_cmd", required=True)
     verify = audit.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
     verify.add_argument("--db", help="database URL or SQLite path (default: configured database)")
     verify.set_defaults(func=lambda a: asyncio.run(_audit_verify(_db_url(a))))

@@ -67,9 +67,7 @@ class Settings(BaseModel):
     reconcile_skew_s: int = Field(default=30, ge=0)
 
 
-SECRET_FIELDS = frozenset(
-    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
-)
+SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation))
 
 
 def load_settings(env: Mapping[str, str] | None = None, toml_path: str | Path | None = None) -> Settings:

@@ -32,13 +32,13 @@ from bot.store.tables import outbox
 log = structlog.get_logger("mailwarden.dispatch")
 
 
-class Permanent(Exception):  # noqa: N818 - a verdict on the row, not a bug
+class Permanent(Exception):
     """Retrying will not help (bad request, unknown channel): the row is dead."""
 
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, SlackApiError):
-        return exc.response.status_code == 429 or exc.response.status_code >= 500
+        return bool(exc.response.status_code == 429 or exc.response.status_code >= 500)
     return isinstance(exc, (httpx.HTTPError, OSError, asyncio.TimeoutError, ConcurrentUpdate))
 
 
@@ -47,8 +47,16 @@ def backoff(attempts: int) -> timedelta:
 
 
 class Dispatcher:
-    def __init__(self, engine: Any, clock: Clock, cases: CaseService, slack: AsyncWebClient, executor: Executor,
-                 soc_channel: str, max_attempts: int = 8) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        clock: Clock,
+        cases: CaseService,
+        slack: AsyncWebClient,
+        executor: Executor,
+        soc_channel: str,
+        max_attempts: int = 8,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.cases = cases
@@ -81,8 +89,11 @@ class Dispatcher:
         async with self._lock:
             now = self.clock.now()
             async with self.engine.connect() as conn:
-                rows = (await conn.execute(
-                    select(outbox).where(outbox.c.status == "pending").order_by(outbox.c.id).limit(limit))).all()
+                rows = (
+                    await conn.execute(
+                        select(outbox).where(outbox.c.status == "pending").order_by(outbox.c.id).limit(limit)
+                    )
+                ).all()
             blocked: set[str] = set()
             delivered = 0
             for row in rows:
@@ -93,7 +104,7 @@ class Dispatcher:
                     continue
                 try:
                     await self.handlers[row.kind](orjson.loads(row.payload))
-                except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded below
+                except Exception as exc:
                     blocked.add(row.lane)
                     await self._failed(row, exc)
                     continue
@@ -118,10 +129,19 @@ class Dispatcher:
             return
         log.error("outbox.dead", row=row.id, kind=row.kind, attempts=attempts, error=error)
         async with self.engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-                status="dead", attempts=attempts, last_error=error, done_at=now))
-            await audit.append(conn, at=now, actor="system", action="outbox.dead", case_id=row.case_id,
-                               detail={"kind": row.kind, "error": error, "attempts": attempts})
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(status="dead", attempts=attempts, last_error=error, done_at=now)
+            )
+            await audit.append(
+                conn,
+                at=now,
+                actor="system",
+                action="outbox.dead",
+                case_id=row.case_id,
+                detail={"kind": row.kind, "error": error, "attempts": attempts},
+            )
         if row.kind == "action.run" and row.case_id:
             await self._safe_transition(row.case_id, CaseEvent.CONTAINMENT_FAILED, note=error[:300])
 
@@ -137,8 +157,9 @@ class Dispatcher:
             case = await self.cases.get(case_id)
             assert case is not None
             try:
-                await self.cases.update(replace(case, **changes), action=action,
-                                        detail={k: str(v) for k, v in changes.items()})
+                await self.cases.update(
+                    replace(case, **changes), action=action, detail={k: str(v) for k, v in changes.items()}
+                )
                 return
             except ConcurrentUpdate:
                 continue
@@ -162,8 +183,9 @@ class Dispatcher:
             except SlackApiError as exc:
                 if exc.response.get("error") in ("users_not_found", "user_not_found"):
                     log.warning("slack.user_not_found", case_id=case.id)
-                    await self._safe_transition(case.id, CaseEvent.USER_UNREACHABLE,
-                                                note="no Slack account with this e-mail address")
+                    await self._safe_transition(
+                        case.id, CaseEvent.USER_UNREACHABLE, note="no Slack account with this e-mail address"
+                    )
                     return
                 raise
             user_id = str(found["user"]["id"])
@@ -171,16 +193,21 @@ class Dispatcher:
         channel = str(dm["channel"]["id"])
         card = cards.user_card(case)
         posted = await self.slack.chat_postMessage(channel=channel, text=card.text, blocks=card.blocks)
-        await self._record(case.id, "slack.user_card_posted", slack_user_id=user_id,
-                           user_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"])))
+        await self._record(
+            case.id,
+            "slack.user_card_posted",
+            slack_user_id=user_id,
+            user_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"])),
+        )
 
     async def _update_user_card(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         if case.user_card is None:
             return  # never posted (user unreachable): nothing to update
         card = cards.user_card(case)
-        await self.slack.chat_update(channel=case.user_card.channel, ts=case.user_card.ts, text=card.text,
-                                     blocks=card.blocks)
+        await self.slack.chat_update(
+            channel=case.user_card.channel, ts=case.user_card.ts, text=card.text, blocks=card.blocks
+        )
 
     async def _post_soc_card(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
@@ -188,38 +215,44 @@ class Dispatcher:
             return
         card = cards.soc_card(case)
         posted = await self.slack.chat_postMessage(channel=self.soc_channel, text=card.text, blocks=card.blocks)
-        await self._record(case.id, "slack.soc_card_posted",
-                           soc_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"])))
+        await self._record(
+            case.id, "slack.soc_card_posted", soc_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
+        )
 
     async def _update_soc_card(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         if case.soc_card is None:
             return
         card = cards.soc_card(case)
-        await self.slack.chat_update(channel=case.soc_card.channel, ts=case.soc_card.ts, text=card.text,
-                                     blocks=card.blocks)
+        await self.slack.chat_update(
+            channel=case.soc_card.channel, ts=case.soc_card.ts, text=card.text, blocks=card.blocks
+        )
 
     async def _post_soc_thread(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         if case.soc_card is None:
             return
-        await self.slack.chat_postMessage(channel=case.soc_card.channel, thread_ts=case.soc_card.ts,
-                                          text=str(payload["text"])[:3000])
+        await self.slack.chat_postMessage(
+            channel=case.soc_card.channel, thread_ts=case.soc_card.ts, text=str(payload["text"])[:3000]
+        )
 
     async def _post_ephemeral(self, payload: dict[str, Any]) -> None:
-        await self.slack.chat_postEphemeral(channel=payload["channel"], user=payload["user"],
-                                            text=str(payload["text"])[:3000])
+        await self.slack.chat_postEphemeral(
+            channel=payload["channel"], user=payload["user"], text=str(payload["text"])[:3000]
+        )
 
     # --- containment ------------------------------------------------------------------------------------
     async def _run_action(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         result = await self.executor.execute(case.id, payload["action"], payload["target"])
         if not result.outcome.ok:
-            await self._safe_transition(case.id, CaseEvent.CONTAINMENT_FAILED,
-                                        note=f"{payload['action']}: {result.outcome.summary}")
+            await self._safe_transition(
+                case.id, CaseEvent.CONTAINMENT_FAILED, note=f"{payload['action']}: {result.outcome.summary}"
+            )
             return
         plan = payload.get("plan") or [payload["action"]]
         statuses = await self.executor.statuses(case.id)
         if case.state is CaseState.CONTAINING and all(statuses.get(a) == "succeeded" for a in plan):
-            await self._safe_transition(case.id, CaseEvent.CONTAINMENT_DONE,
-                                        note=f"{payload['action']}: {result.outcome.summary}")
+            await self._safe_transition(
+                case.id, CaseEvent.CONTAINMENT_DONE, note=f"{payload['action']}: {result.outcome.summary}"
+            )

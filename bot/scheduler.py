@@ -27,15 +27,23 @@ def _guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Await
     return run
 
 
-def build_scheduler(services: Services, *, poll_s: float, dispatch_s: float, sweep_s: float,
-                    poll: bool = True) -> AsyncIOScheduler:
+def build_scheduler(
+    services: Services, *, poll_s: float, dispatch_s: float, sweep_s: float, poll: bool = True
+) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     if poll:
-        scheduler.add_job(_guarded("poll.entra_signin", services.poller.poll_once), "interval", seconds=poll_s,
-                          id="poll.entra_signin", **common)
-    scheduler.add_job(_guarded("dispatch", services.dispatcher.drain), "interval", seconds=dispatch_s,
-                      id="dispatch", **common)
-    scheduler.add_job(_guarded("sweep", services.cases.fire_due_deadlines), "interval", seconds=sweep_s,
-                      id="sweep", **common)
+        scheduler.add_job(
+            _guarded("poll.entra_signin", services.poller.poll_once),
+            "interval",
+            seconds=poll_s,
+            id="poll.entra_signin",
+            **common,
+        )
+    scheduler.add_job(
+        _guarded("dispatch", services.dispatcher.drain), "interval", seconds=dispatch_s, id="dispatch", **common
+    )
+    scheduler.add_job(
+        _guarded("sweep", services.cases.fire_due_deadlines), "interval", seconds=sweep_s, id="sweep", **common
+    )
     return scheduler

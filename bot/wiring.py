@@ -10,7 +10,8 @@ from typing import Any
 import structlog
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
-from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -63,10 +64,14 @@ def graph_client(s: Settings, credential: AsyncTokenCredential) -> GraphServiceC
 def slack_client(s: Settings) -> AsyncWebClient:
     token = s.slack_bot_token.get_secret_value() if s.slack_bot_token else None
     # retry_handlers= replaces slack_sdk's defaults, so the connection-error handler is listed again.
-    return AsyncWebClient(token=token, base_url=s.slack_api_url, retry_handlers=[
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-    ])
+    return AsyncWebClient(
+        token=token,
+        base_url=s.slack_api_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        ],
+    )
 
 
 @dataclass
@@ -83,27 +88,53 @@ class Services:
     bolt: AsyncApp
     interactions: Interactions
     crash_points: set[str] = field(default_factory=set)
+    last_crash: BaseException | None = None
+    _tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
     async def kick(self) -> None:
         """Deliver what a click just queued without waiting for the next dispatcher tick."""
-        asyncio.get_running_loop().create_task(self.dispatcher.drain())
+        task = asyncio.get_running_loop().create_task(self.dispatcher.drain())
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[int]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.last_crash = exc
+            log.error("dispatch.kick_failed", error=repr(exc))
 
     async def health(self) -> dict[str, Any]:
         try:
             async with self.engine.connect() as conn:
                 pending = await repo.pending_outbox(conn)
                 verdict = await audit.check(conn)
-            return {"ok": True, "db": "ok", "pending_outbox": pending, "audit_ok": verdict.ok,
-                    "dry_run": self.settings.dry_run}
-        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            return {
+                "ok": True,
+                "db": "ok",
+                "pending_outbox": pending,
+                "audit_ok": verdict.ok,
+                "dry_run": self.settings.dry_run,
+            }
+        except Exception as exc:
             return {"ok": False, "db": f"error: {type(exc).__name__}"}
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.engine.dispose()
 
 
-async def build(settings: Settings, clock: Clock, *, credential: AsyncTokenCredential | None = None,
-                crash_points: set[str] | None = None) -> Services:
+async def build(
+    settings: Settings,
+    clock: Clock,
+    *,
+    credential: AsyncTokenCredential | None = None,
+    crash_points: set[str] | None = None,
+) -> Services:
     engine = db.make_engine(settings.database_url)
     await db.migrate(engine)
     slack = slack_client(settings)
@@ -113,17 +144,31 @@ async def build(settings: Settings, clock: Clock, *, credential: AsyncTokenCrede
         failed_then_success_window=timedelta(seconds=settings.failed_then_success_window_s),
         new_country_warmup=timedelta(days=settings.new_country_warmup_days),
     )
-    timeouts = Timeouts(user_answer=timedelta(seconds=settings.user_answer_timeout_s),
-                        soc_decision=timedelta(seconds=settings.soc_timeout_s))
+    timeouts = Timeouts(
+        user_answer=timedelta(seconds=settings.user_answer_timeout_s),
+        soc_decision=timedelta(seconds=settings.soc_timeout_s),
+    )
     cases = CaseService(engine, clock, params, timeouts, timedelta(seconds=settings.incident_window_s))
     crash = crash_points if crash_points is not None else set()
-    executor = Executor(engine, clock, {a.name: a for a in microsoft_actions(graph)}, dry_run=settings.dry_run,
-                        reconcile_skew=timedelta(seconds=settings.reconcile_skew_s), crash_points=crash)
+    executor = Executor(
+        engine,
+        clock,
+        {a.name: a for a in microsoft_actions(graph)},
+        dry_run=settings.dry_run,
+        reconcile_skew=timedelta(seconds=settings.reconcile_skew_s),
+        crash_points=crash,
+    )
     dispatcher = Dispatcher(engine, clock, cases, slack, executor, soc_channel=settings.soc_channel or "")
-    poller = EntraSignInPoller(graph, engine, clock, cases, tenant=settings.ms_tenant_id or "default",
-                               delay=timedelta(seconds=settings.signin_delay_s),
-                               overlap=timedelta(seconds=settings.signin_overlap_s),
-                               initial_lookback=timedelta(seconds=settings.initial_lookback_s))
+    poller = EntraSignInPoller(
+        graph,
+        engine,
+        clock,
+        cases,
+        tenant=settings.ms_tenant_id or "default",
+        delay=timedelta(seconds=settings.signin_delay_s),
+        overlap=timedelta(seconds=settings.signin_overlap_s),
+        initial_lookback=timedelta(seconds=settings.initial_lookback_s),
+    )
     bolt = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else "",
@@ -136,7 +181,8 @@ async def build(settings: Settings, clock: Clock, *, credential: AsyncTokenCrede
 
     interactions = Interactions(cases, SocDirectory(slack, settings.soc_usergroup or ""), clock, kick)
     register(bolt, interactions)
-    services = Services(settings, clock, engine, slack, graph, cases, executor, dispatcher, poller, bolt,
-                        interactions, crash)
+    services = Services(
+        settings, clock, engine, slack, graph, cases, executor, dispatcher, poller, bolt, interactions, crash
+    )
     services_ref.append(services)
     return services

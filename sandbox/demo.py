@@ -61,8 +61,9 @@ class Story:
 
 async def user_confirms(sb: Sandbox) -> None:
     upn, name, gid = PEOPLE["U0ALICE"]
-    sb.graph.add_sign_in(sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.9", country="PT", city="Lisbon",
-                                 seq=1001))
+    sb.graph.add_sign_in(
+        sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.9", country="PT", city="Lisbon", seq=1001)
+    )
     sb.clock.advance(timedelta(minutes=3))  # past the poller's delayed watermark
     card = await wait_card(sb, upn, "user_card")
     await sb.click("U0ALICE", card, Ids.USER_YES)
@@ -72,11 +73,17 @@ async def user_confirms(sb: Sandbox) -> None:
 async def user_denies_soc_contains(sb: Sandbox) -> None:
     upn, name, gid = PEOPLE["U0DAVE"]
     t0 = sb.clock.now()
-    attacker = {"ip": "185.220.101.4", "country": "RU", "city": "Moscow", "client": "Other clients",
-                "ua": "python-requests/2.32.3"}
+    attacker: dict[str, Any] = {
+        "ip": "185.220.101.4",
+        "country": "RU",
+        "city": "Moscow",
+        "client": "Other clients",
+        "ua": "python-requests/2.32.3",
+    }
     for i in range(6):
-        sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i,
-                                     **attacker))
+        sb.graph.add_sign_in(
+            sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i, **attacker)
+        )
     sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, **attacker))
     sb.clock.advance(timedelta(minutes=7))
     card = await wait_card(sb, upn, "user_card")
@@ -88,8 +95,9 @@ async def user_denies_soc_contains(sb: Sandbox) -> None:
 
 async def user_silent_soc_dismisses(sb: Sandbox) -> None:
     upn, name, gid = PEOPLE["U0ERIN"]
-    sb.graph.add_sign_in(sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.77", country="BR",
-                                 city="São Paulo", seq=3001))
+    sb.graph.add_sign_in(
+        sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.77", country="BR", city="São Paulo", seq=3001)
+    )
     sb.clock.advance(timedelta(minutes=3))
     await wait_card(sb, upn, "user_card")
     sb.clock.advance(timedelta(seconds=sb.bot.settings.user_answer_timeout_s + 1))  # erin never answers
@@ -99,14 +107,27 @@ async def user_silent_soc_dismisses(sb: Sandbox) -> None:
 
 
 STORIES = [
-    Story("user-confirms", "closed_benign", "U0ALICE",
-          "a sign-in from a new country; the user answers Yes, it was me", user_confirms),
-    Story("user-denies-soc-contains", "contained", "U0DAVE",
-          "failed sign-ins then a success from a new country; the user answers No; the SOC revokes sessions",
-          user_denies_soc_contains),
-    Story("user-silent-soc-dismisses", "closed_benign", "U0ERIN",
-          "a sign-in from a new country; no answer; the timeout puts it before the SOC, who dismisses it",
-          user_silent_soc_dismisses),
+    Story(
+        "user-confirms",
+        "closed_benign",
+        "U0ALICE",
+        "a sign-in from a new country; the user answers Yes, it was me",
+        user_confirms,
+    ),
+    Story(
+        "user-denies-soc-contains",
+        "contained",
+        "U0DAVE",
+        "failed sign-ins then a success from a new country; the user answers No; the SOC revokes sessions",
+        user_denies_soc_contains,
+    ),
+    Story(
+        "user-silent-soc-dismisses",
+        "closed_benign",
+        "U0ERIN",
+        "a sign-in from a new country; no answer; the timeout puts it before the SOC, who dismisses it",
+        user_silent_soc_dismisses,
+    ),
 ]
 
 
@@ -138,17 +159,27 @@ async def run_demo(db_path: str | None = None, stories: list[str] | None = None)
             async with sb.bot.engine.connect() as conn:
                 verdict = await audit.check(conn)
             final = case.state.value if case else "no case"
-            results.append({
-                "name": story.name, "summary": story.summary, "case": case.id if case else None,
-                "final_state": final, "expected_state": story.expected_state,
-                "passed": final == story.expected_state and verdict.ok and error is None,
-                "slack_messages": sb.slack.calls("chat.postMessage") - posts_before,
-                "provider_writes": sb.graph.writes()[writes_before:], "audit_ok": verdict.ok,
-                **({"error": error} if error else {}),
-            })
+            results.append(
+                {
+                    "name": story.name,
+                    "summary": story.summary,
+                    "case": case.id if case else None,
+                    "final_state": final,
+                    "expected_state": story.expected_state,
+                    "passed": final == story.expected_state and verdict.ok and error is None,
+                    "slack_messages": sb.slack.calls("chat.postMessage") - posts_before,
+                    "provider_writes": sb.graph.writes()[writes_before:],
+                    "audit_ok": verdict.ok,
+                    **({"error": error} if error else {}),
+                }
+            )
         async with sb.bot.engine.connect() as conn:
             overall = await audit.check(conn)
     finally:
         await sb.stop()
-    return {"stories": results, "audit_ok": overall.ok, "db": db_path,
-            "ok": overall.ok and all(r["passed"] for r in results)}
+    return {
+        "stories": results,
+        "audit_ok": overall.ok,
+        "db": db_path,
+        "ok": overall.ok and all(r["passed"] for r in results),
+    }

@@ -23,9 +23,7 @@ from sandbox.recorder import Fault, Faults, RecordedRequest, SlidingWindow, capt
 GRAPH = "https://graph.microsoft.com"
 MAX_PAGE = 1000
 # What Graph itself sends; kiota only looks at the part before ";".
-ODATA_JSON = (
-    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
-)
+ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _FAULT_CODES = {
     400: "invalidRequest",
     401: "InvalidAuthenticationToken",
@@ -196,18 +194,18 @@ class GraphEmulator:
             segment = rec.path.strip("/").split("/")[0]
             raise GraphError(400, "BadRequest", f"Invalid version: {segment}")
         version, rest = versioned.group(1), (versioned.group(2) or "/").rstrip("/") or "/"
-        allowed = False
+        path_known = False
         for method, pattern, handler, reports in self._routes:
             match = pattern.fullmatch(rest)
             if not match:
                 continue
-            allowed = True
+            path_known = True
             if method == rec.method:
                 if reports and self._reports:
                     self._spend_reports_budget(self._reports)
                 rec.handled = True
                 return await handler(request, version, match.groupdict())
-        if allowed:
+        if path_known:
             raise GraphError(405, "Request_BadRequest", f"{rec.method} is not allowed on this resource.")
         segment = rest.rstrip("/").rsplit("/", 1)[-1]
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
@@ -286,8 +284,7 @@ class GraphEmulator:
             raise GraphError(
                 404,
                 "Request_ResourceNotFound",
-                f"Resource '{key}' does not exist or one of its queried "
-                "reference-property objects are not present.",
+                f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.",
             )
         return user
 

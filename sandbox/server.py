@@ -33,9 +33,7 @@ class LoopbackServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", ws="none", timeout_graceful_shutdown=2
-        )
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", ws="none", timeout_graceful_shutdown=2)
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"loopback-{self.name}")
         while not self._server.started:

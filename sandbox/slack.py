@@ -176,8 +176,10 @@ class SlackEmulator:
     def _dispatch(self, rec: RecordedRequest, method: str) -> Response:
         fault = self.faults.take(method)
         if fault:
+            retry_after = fault.retry_after
+            if fault.status == 429:
+                retry_after = retry_after or 1  # Slack's 429s always carry Retry-After
             default = "ratelimited" if fault.status == 429 else "fatal_error"
-            retry_after = fault.retry_after if fault.retry_after is not None or fault.status != 429 else 1
             return self._refuse(rec, fault.status, fault.error or default, retry_after)
         try:
             args = _parse_args(rec)

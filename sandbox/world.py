@@ -24,7 +24,7 @@ from sandbox.server import LoopbackServer
 from sandbox.slack import SlackEmulator
 
 TENANT = "00000000-0000-0000-0000-00000000a11c"
-GRAPH_TOKEN = "sandbox-graph-token"  # noqa: S105 - a sandbox value, not a secret
+GRAPH_TOKEN = "sandbox-graph-token"
 SOC_CHANNEL = "C0SOC"
 SOC_GROUP = "S0SOC"
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -61,33 +61,77 @@ PEOPLE = {
 SOC_MEMBERS = ["U0BOB", "U0CAROL"]
 
 
-def sign_in(upn: str, user_id: str, name: str, at: datetime, *, ok: bool = True, ip: str = "198.51.100.20",
-            country: str = "US", city: str = "New York", app: str = "Office 365 Exchange Online",
-            client: str = "Browser", ua: str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0",
-            seq: int = 0) -> dict[str, Any]:
+def sign_in(
+    upn: str,
+    user_id: str,
+    name: str,
+    at: datetime,
+    *,
+    ok: bool = True,
+    ip: str = "198.51.100.20",
+    country: str = "US",
+    city: str = "New York",
+    app: str = "Office 365 Exchange Online",
+    client: str = "Browser",
+    ua: str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0",
+    seq: int = 0,
+) -> dict[str, Any]:
     """A sign-in record in Graph's v1.0 wire format (api-contracts.md §1.2)."""
     return {
-        "id": f"{user_id[-4:]}-{int(at.timestamp())}-{seq}", "createdDateTime": format_graph_time(at),
-        "userDisplayName": name, "userPrincipalName": upn, "userId": user_id,
-        "appId": "00000002-0000-0ff1-ce00-000000000000", "appDisplayName": app, "ipAddress": ip,
-        "clientAppUsed": client, "correlationId": f"corr-{seq}", "conditionalAccessStatus": "notApplied",
-        "isInteractive": True, "riskDetail": "none", "riskLevelAggregated": "none", "riskLevelDuringSignIn": "none",
-        "riskState": "none", "riskEventTypes": [], "riskEventTypes_v2": [], "resourceDisplayName": app,
-        "resourceId": "00000002-0000-0ff1-ce00-000000000000", "userAgent": ua,
-        "status": {"errorCode": 0 if ok else 50126, "failureReason": None if ok else
-                   "Invalid username or password or Invalid on-premise username or password.",
-                   "additionalDetails": None},
-        "deviceDetail": {"deviceId": "", "displayName": None, "operatingSystem": "Windows 10", "browser": "Edge 131",
-                         "isCompliant": None, "isManaged": None, "trustType": None},
-        "location": {"city": city, "state": None, "countryOrRegion": country,
-                     "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None}},
+        "id": f"{user_id[-4:]}-{int(at.timestamp())}-{seq}",
+        "createdDateTime": format_graph_time(at),
+        "userDisplayName": name,
+        "userPrincipalName": upn,
+        "userId": user_id,
+        "appId": "00000002-0000-0ff1-ce00-000000000000",
+        "appDisplayName": app,
+        "ipAddress": ip,
+        "clientAppUsed": client,
+        "correlationId": f"corr-{seq}",
+        "conditionalAccessStatus": "notApplied",
+        "isInteractive": True,
+        "riskDetail": "none",
+        "riskLevelAggregated": "none",
+        "riskLevelDuringSignIn": "none",
+        "riskState": "none",
+        "riskEventTypes": [],
+        "riskEventTypes_v2": [],
+        "resourceDisplayName": app,
+        "resourceId": "00000002-0000-0ff1-ce00-000000000000",
+        "userAgent": ua,
+        "status": {
+            "errorCode": 0 if ok else 50126,
+            "failureReason": None if ok else "Invalid username or password or Invalid on-premise username or password.",
+            "additionalDetails": None,
+        },
+        "deviceDetail": {
+            "deviceId": "",
+            "displayName": None,
+            "operatingSystem": "Windows 10",
+            "browser": "Edge 131",
+            "isCompliant": None,
+            "isManaged": None,
+            "trustType": None,
+        },
+        "location": {
+            "city": city,
+            "state": None,
+            "countryOrRegion": country,
+            "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None},
+        },
         "appliedConditionalAccessPolicies": [],
     }
 
 
 class Sandbox:
-    def __init__(self, db_path: str, *, clock: SimClock | None = None, enforce_slack_limits: bool = True,
-                 overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        clock: SimClock | None = None,
+        enforce_slack_limits: bool = True,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.db_path = db_path
         self.clock = clock or SimClock(START)
         self.graph = GraphEmulator(self.clock.now, token=GRAPH_TOKEN, tenant_id=TENANT)
@@ -108,12 +152,21 @@ class Sandbox:
     def settings(self) -> Settings:
         values: dict[str, Any] = {
             "database_url": f"sqlite+aiosqlite:///{self.db_path}",
-            "slack_mode": "http", "slack_bot_token": self.slack.bot_token,
-            "slack_signing_secret": self.slack.signing_secret, "slack_api_url": self.slack.base_url + "/api/",
-            "soc_channel": SOC_CHANNEL, "soc_usergroup": SOC_GROUP, "ms_tenant_id": TENANT,
-            "ms_client_id": "mailwarden-sandbox", "graph_url": self.graph_url,
-            "signin_delay_s": 120, "signin_overlap_s": 60, "initial_lookback_s": 40 * 86_400,
-            "user_answer_timeout_s": 900, "soc_timeout_s": 1800, "new_country_warmup_days": 7,
+            "slack_mode": "http",
+            "slack_bot_token": self.slack.bot_token,
+            "slack_signing_secret": self.slack.signing_secret,
+            "slack_api_url": self.slack.base_url + "/api/",
+            "soc_channel": SOC_CHANNEL,
+            "soc_usergroup": SOC_GROUP,
+            "ms_tenant_id": TENANT,
+            "ms_client_id": "mailwarden-sandbox",
+            "graph_url": self.graph_url,
+            "signin_delay_s": 120,
+            "signin_overlap_s": 60,
+            "initial_lookback_s": 40 * 86_400,
+            "user_answer_timeout_s": 900,
+            "soc_timeout_s": 1800,
+            "new_country_warmup_days": 7,
         }
         values.update(self.overrides)
         return Settings.model_validate(values)
@@ -141,8 +194,9 @@ class Sandbox:
         return self
 
     async def _start_bot(self) -> None:
-        self.services = await build(self.settings(), self.clock, credential=SandboxCredential(),
-                                    crash_points=self.crash_points)
+        self.services = await build(
+            self.settings(), self.clock, credential=SandboxCredential(), crash_points=self.crash_points
+        )
         self._bot_server = LoopbackServer(build_web(self.bot.bolt, self.bot.health), "bot")
         self.request_url = await self._bot_server.start() + "/slack/events"
 
@@ -183,12 +237,19 @@ class Sandbox:
         return [m for m in self.slack.messages(SOC_CHANNEL) if not m.get("thread_ts")]
 
     async def click(self, slack_user: str, message: dict[str, Any], action_id: str, **kw: Any) -> Any:
-        return await self.slack.click(request_url=self.request_url, user_id=slack_user, channel=message["channel"],
-                                      ts=message["ts"], action_id=action_id, **kw)
+        return await self.slack.click(
+            request_url=self.request_url,
+            user_id=slack_user,
+            channel=message["channel"],
+            ts=message["ts"],
+            action_id=action_id,
+            **kw,
+        )
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 15.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
     """Wait (in real time) until `check` holds; the bot works in the background."""
     deadline = time.monotonic() + timeout
     while True:

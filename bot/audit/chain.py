@@ -45,8 +45,16 @@ def seal(
     prev: tuple[int, str] | None, at: datetime, actor: str, action: str, case_id: str | None, detail: str
 ) -> AuditEntry:
     seq, prev_hash = (prev[0] + 1, prev[1]) if prev else (1, GENESIS)
-    return AuditEntry(seq, at, actor, action, case_id, detail, prev_hash,
-                      entry_hash(prev_hash, seq, at, actor, action, case_id, detail))
+    return AuditEntry(
+        seq,
+        at,
+        actor,
+        action,
+        case_id,
+        detail,
+        prev_hash,
+        entry_hash(prev_hash, seq, at, actor, action, case_id, detail),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +78,13 @@ def verify(entries: Iterable[AuditEntry], head: tuple[int, str] | None) -> Verdi
         prev_hash, expected_seq, n = e.hash, expected_seq + 1, n + 1
     last = (expected_seq - 1, prev_hash) if n else None
     if head is not None and last != head:
-        return Verdict(False, n, head[0] if last is None or last[0] < head[0] else last[0],
-                       f"log ends at entry {last[0] if last else 0} but the head records entry {head[0]} "
-                       "(entries were removed from the end, or the head was altered)")
+        return Verdict(
+            False,
+            n,
+            head[0] if last is None or last[0] < head[0] else last[0],
+            f"log ends at entry {last[0] if last else 0} but the head records entry {head[0]} "
+            "(entries were removed from the end, or the head was altered)",
+        )
     if head is None and n:
         return Verdict(False, n, 1, "the audit head is missing")
     return Verdict(True, n)

@@ -31,8 +31,14 @@ async def append(
     entry = seal(prev, at, actor[:128], action[:64], case_id, canonical(detail or {}))
     await conn.execute(
         audit_log.insert().values(
-            seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, case_id=entry.case_id,
-            detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash,
+            seq=entry.seq,
+            at=entry.at,
+            actor=entry.actor,
+            action=entry.action,
+            case_id=entry.case_id,
+            detail=entry.detail,
+            prev_hash=entry.prev_hash,
+            hash=entry.hash,
         )
     )
     if head is None:

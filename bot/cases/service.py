@@ -67,8 +67,9 @@ class IngestResult:
 
 
 class CaseService:
-    def __init__(self, engine: AsyncEngine, clock: Clock, params: Params, timeouts: Timeouts,
-                 incident_window: timedelta) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, params: Params, timeouts: Timeouts, incident_window: timedelta
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.params = params
@@ -76,9 +77,17 @@ class CaseService:
         self.incident_window = incident_window
 
     # --- writing a case and its consequences -------------------------------------------------
-    async def _commit(self, conn: AsyncConnection, case: Case, effects: Sequence[Effect], *, new: bool = False,
-                      actor: str = "system", action: str = "case.transition", detail: dict[str, Any] | None = None
-                      ) -> Case:
+    async def _commit(
+        self,
+        conn: AsyncConnection,
+        case: Case,
+        effects: Sequence[Effect],
+        *,
+        new: bool = False,
+        actor: str = "system",
+        action: str = "case.transition",
+        detail: dict[str, Any] | None = None,
+    ) -> Case:
         now = self.clock.now()
         if new:
             await repo.insert_case(conn, case)
@@ -86,25 +95,57 @@ class CaseService:
             case = await repo.save_case(conn, case)
         for effect in effects:
             kind, lane, payload = outbox_row(case, effect)
-            await repo.enqueue(conn, kind=kind, lane=lane, payload={"case_id": case.id, **payload}, now=now,
-                               case_id=case.id)
-        await audit.append(conn, at=now, actor=actor, action=action, case_id=case.id,
-                           detail={"state": case.state.value, **(detail or {})})
+            await repo.enqueue(
+                conn, kind=kind, lane=lane, payload={"case_id": case.id, **payload}, now=now, case_id=case.id
+            )
+        await audit.append(
+            conn,
+            at=now,
+            actor=actor,
+            action=action,
+            case_id=case.id,
+            detail={"state": case.state.value, **(detail or {})},
+        )
         return case
 
-    async def transition(self, case_id: str, event: CaseEvent, *, actor: str = "system", note: str | None = None,
-                         actions: tuple[str, ...] = ()) -> Case:
+    async def transition(
+        self,
+        case_id: str,
+        event: CaseEvent,
+        *,
+        actor: str = "system",
+        note: str | None = None,
+        actions: tuple[str, ...] = (),
+    ) -> Case:
         """Apply one event to a case; IllegalTransition if its current state forbids it."""
         for attempt in range(3):
             try:
                 async with self.engine.begin() as conn:
                     case = await self.load_required(conn, case_id)
-                    new, effects = machine.apply(case, event, now=self.clock.now(), timeouts=self.timeouts,
-                                                 actor=actor, note=note, actions=actions)
-                    saved = await self._commit(conn, new, effects, actor=actor, detail={
-                        "event": event.value, "from": case.state.value, "actions": list(actions),
-                        **({"note": note} if note else {})})
-                log.info("case.transition", case_id=case_id, case_event=event.value, state=saved.state.value, actor=actor)
+                    new, effects = machine.apply(
+                        case,
+                        event,
+                        now=self.clock.now(),
+                        timeouts=self.timeouts,
+                        actor=actor,
+                        note=note,
+                        actions=actions,
+                    )
+                    saved = await self._commit(
+                        conn,
+                        new,
+                        effects,
+                        actor=actor,
+                        detail={
+                            "event": event.value,
+                            "from": case.state.value,
+                            "actions": list(actions),
+                            **({"note": note} if note else {}),
+                        },
+                    )
+                log.info(
+                    "case.transition", case_id=case_id, case_event=event.value, state=saved.state.value, actor=actor
+                )
                 return saved
             except ConcurrentUpdate:
                 if attempt == 2:
@@ -141,7 +182,8 @@ class CaseService:
             if case is None or case.deadline_at is None or case.deadline_at > self.clock.now():
                 continue
             event = {"user_answer": CaseEvent.USER_TIMED_OUT, "soc_decision": CaseEvent.SOC_TIMED_OUT}.get(
-                case.deadline_kind or "")
+                case.deadline_kind or ""
+            )
             if event is None or not machine.can(case.state, event):
                 continue
             try:
@@ -166,8 +208,9 @@ class CaseService:
             if not findings:
                 continue
             found += len(findings)
-            existing = await repo.open_case_for(conn, event.tenant, event.user_principal,
-                                                event.occurred_at - self.incident_window)
+            existing = await repo.open_case_for(
+                conn, event.tenant, event.user_principal, event.occurred_at - self.incident_window
+            )
             if existing is None:
                 await self._open(conn, event, findings)
                 opened += 1
@@ -184,26 +227,53 @@ class CaseService:
         severity = case_severity(findings)
         decision = decide(severity)
         case = Case(
-            id="MW-" + secrets.token_hex(4).upper(), tenant=event.tenant, user_principal=event.user_principal,
-            user_id=event.user_id, user_display=event.user_display, state=CaseState.NEW, severity=severity,
-            decision=decision, opened_at=now, updated_at=now, last_event_at=event.occurred_at,
-            findings=tuple(findings), events=(event,),
+            id="MW-" + secrets.token_hex(4).upper(),
+            tenant=event.tenant,
+            user_principal=event.user_principal,
+            user_id=event.user_id,
+            user_display=event.user_display,
+            state=CaseState.NEW,
+            severity=severity,
+            decision=decision,
+            opened_at=now,
+            updated_at=now,
+            last_event_at=event.occurred_at,
+            findings=tuple(findings),
+            events=(event,),
         )
-        await self._commit(conn, case, (), new=True, action="case.opened", detail={
-            "severity": severity.label, "decision": decision.value, "detectors": list(case.detectors),
-            "reasons": [f.reason for f in findings]})
+        await self._commit(
+            conn,
+            case,
+            (),
+            new=True,
+            action="case.opened",
+            detail={
+                "severity": severity.label,
+                "decision": decision.value,
+                "detectors": list(case.detectors),
+                "reasons": [f.reason for f in findings],
+            },
+        )
         opened, effects = machine.apply(case, _OPENING[decision], now=now, timeouts=self.timeouts)
         saved = await self._commit(conn, opened, effects, detail={"event": _OPENING[decision].value, "from": "new"})
-        log.info("case.opened", case_id=case.id, severity=severity.label, decision=decision.value,
-                 detectors=list(case.detectors))
+        log.info(
+            "case.opened",
+            case_id=case.id,
+            severity=severity.label,
+            decision=decision.value,
+            detectors=list(case.detectors),
+        )
         return saved
 
     async def _join(self, conn: AsyncConnection, case: Case, event: Event, findings: list[Finding]) -> Case:
         """A late or follow-up event joins the open case instead of opening another."""
         merged = (*case.findings, *findings)
         grown = replace(
-            case, findings=merged, events=(*case.events, event)[-MAX_EVENTS_PER_CASE:],
-            severity=max(case.severity, case_severity(merged)), updated_at=self.clock.now(),
+            case,
+            findings=merged,
+            events=(*case.events, event)[-MAX_EVENTS_PER_CASE:],
+            severity=max(case.severity, case_severity(merged)),
+            updated_at=self.clock.now(),
             last_event_at=max(case.last_event_at, event.occurred_at),
         )
         effects: list[Effect] = []
@@ -211,6 +281,14 @@ class CaseService:
             effects.append(machine.RefreshUserCard())
         if grown.soc_card is not None:
             effects.append(machine.RefreshSocCard())
-        return await self._commit(conn, grown, effects, action="case.findings_added", detail={
-            "detectors": sorted({f.detector for f in findings}), "reasons": [f.reason for f in findings],
-            "severity": grown.severity.label})
+        return await self._commit(
+            conn,
+            grown,
+            effects,
+            action="case.findings_added",
+            detail={
+                "detectors": sorted({f.detector for f in findings}),
+                "reasons": [f.reason for f in findings],
+                "severity": grown.severity.label,
+            },
+        )

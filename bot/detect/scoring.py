@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from bot.model import Decision, Finding, Severity
 
+
 # Severity rules, first match wins. A corroborated finding (two different detectors) is worth
 # one level more than the worst single one, but corroboration alone never makes a case critical.
 def case_severity(findings: Iterable[Finding]) -> Severity:

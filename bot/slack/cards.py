@@ -40,10 +40,15 @@ def _context(*texts: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(t, 2000)} for t in texts[:10]]}
 
 
-def _button(text: str, action_id: Ids, value: str, style: str | None = None,
-            confirm: dict[str, Any] | None = None) -> Block:
-    b: Block = {"type": "button", "text": {"type": "plain_text", "text": text[:75]}, "action_id": action_id.value,
-                "value": value}
+def _button(
+    text: str, action_id: Ids, value: str, style: str | None = None, confirm: dict[str, Any] | None = None
+) -> Block:
+    b: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text[:75]},
+        "action_id": action_id.value,
+        "value": value,
+    }
     if style:
         b["style"] = style
     if confirm:
@@ -81,7 +86,7 @@ USER_OUTCOME: dict[CaseState, str] = {
     CaseState.ESCALATED: "The security team's on-call responder is looking at it now.",
     CaseState.CONTAINING: "The security team is securing your account now.",
     CaseState.CONTAINED: "The security team has signed your account out everywhere. Sign in again as usual; "
-                         "if you are asked to change your password, please do.",
+    "if you are asked to change your password, please do.",
 }
 
 
@@ -90,7 +95,9 @@ def user_card(case: Case) -> Card:
     account = safe(case.user_principal, 120)
     lead = (
         f"We saw a sign-in to your Microsoft 365 account *{account}* on {when(e.occurred_at)} "
-        f"from {_where(e)} using {_how(e)}." if e else f"We saw unusual activity on your account *{account}*."
+        f"from {_where(e)} using {_how(e)}."
+        if e
+        else f"We saw unusual activity on your account *{account}*."
     )
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Was this you?"}},
@@ -98,12 +105,22 @@ def user_card(case: Case) -> Card:
         _mrkdwn("*Why we ask:* " + "; ".join(safe(f.reason, 300) for f in case.findings[:5])),
     ]
     if case.state is CaseState.AWAITING_USER:
-        blocks.append({"type": "actions", "block_id": f"user:{case.id}", "elements": [
-            _button("Yes, it was me", Ids.USER_YES, case.id, "primary"),
-            _button("No, I don't recognise this", Ids.USER_NO, case.id, "danger"),
-        ]})
-        blocks.append(_context("If this wasn't you, don't worry: answering *No* lets the security team lock "
-                               "the attacker out. We will never ask for your password."))
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"user:{case.id}",
+                "elements": [
+                    _button("Yes, it was me", Ids.USER_YES, case.id, "primary"),
+                    _button("No, I don't recognise this", Ids.USER_NO, case.id, "danger"),
+                ],
+            }
+        )
+        blocks.append(
+            _context(
+                "If this wasn't you, don't worry: answering *No* lets the security team lock "
+                "the attacker out. We will never ask for your password."
+            )
+        )
     else:
         answer = {"yes": "You answered *Yes, it was me*.", "no": "You answered *No, I don't recognise this*."}
         said = answer.get(case.user_answer or "", "We didn't hear back from you in time.")
@@ -117,41 +134,62 @@ SEVERITY_ICON = {"low": "⚪", "medium": "🟡", "high": "🟠", "critical": "�
 
 def soc_card(case: Case) -> Card:
     sev = case.severity.label
-    title = f"{SEVERITY_ICON[sev]} {sev.upper()} · suspicious mailbox access · {case.user_display or case.user_principal}"
+    who = safe(case.user_display or case.user_principal, 100)
+    title = f"{SEVERITY_ICON[sev]} {sev.upper()} · suspicious mailbox access · {who}"
     answer = {"yes": "✅ *Yes, it was me*", "no": "❌ *No, I don't recognise this*"}.get(
-        case.user_answer or "", "⏳ no answer yet" if case.state is CaseState.AWAITING_USER else "— no answer")
+        case.user_answer or "", "⏳ no answer yet" if case.state is CaseState.AWAITING_USER else "— no answer"
+    )
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": clip(title, 150)}},
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*User*\n{safe(case.user_principal, 200)}"},
-            {"type": "mrkdwn", "text": f"*State*\n`{case.state.value}`"},
-            {"type": "mrkdwn", "text": f"*User's answer*\n{answer}"},
-            {"type": "mrkdwn", "text": f"*Detectors*\n{', '.join(case.detectors) or '—'}"},
-        ]},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*User*\n{safe(case.user_principal, 200)}"},
+                {"type": "mrkdwn", "text": f"*State*\n`{case.state.value}`"},
+                {"type": "mrkdwn", "text": f"*User's answer*\n{answer}"},
+                {"type": "mrkdwn", "text": f"*Detectors*\n{', '.join(case.detectors) or '—'}"},
+            ],
+        },
         _mrkdwn("*Why this case:*\n" + "\n".join(f"• {safe(f.reason, 300)}" for f in case.findings[:10])),
     ]
     evidence = sorted(case.events, key=lambda e: e.occurred_at)[-5:]
     if evidence:
         lines = [
             f"• {when(e.occurred_at)} · {'✅ success' if e.success else '✖ failure ' + str(e.error_code)} · "
-            f"{_where(e)} · {_how(e)}" for e in evidence
+            f"{_where(e)} · {_how(e)}"
+            for e in evidence
         ]
         blocks.append(_mrkdwn("*Evidence (latest sign-ins):*\n" + "\n".join(lines)))
     if case.state in (CaseState.AWAITING_SOC, CaseState.ESCALATED):
-        blocks.append({"type": "actions", "block_id": f"soc:{case.id}", "elements": [
-            _button("Revoke sessions", Ids.SOC_REVOKE, case.id, "danger", confirm={
-                "title": {"type": "plain_text", "text": "Revoke all sessions?"},
-                "text": {"type": "mrkdwn", "text": "Signs the user out of every Microsoft 365 session."},
-                "confirm": {"type": "plain_text", "text": "Revoke"},
-                "deny": {"type": "plain_text", "text": "Cancel"}}),
-            _button("Dismiss", Ids.SOC_DISMISS, case.id),
-        ]})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"soc:{case.id}",
+                "elements": [
+                    _button(
+                        "Revoke sessions",
+                        Ids.SOC_REVOKE,
+                        case.id,
+                        "danger",
+                        confirm={
+                            "title": {"type": "plain_text", "text": "Revoke all sessions?"},
+                            "text": {"type": "mrkdwn", "text": "Signs the user out of every Microsoft 365 session."},
+                            "confirm": {"type": "plain_text", "text": "Revoke"},
+                            "deny": {"type": "plain_text", "text": "Cancel"},
+                        },
+                    ),
+                    _button("Dismiss", Ids.SOC_DISMISS, case.id),
+                ],
+            }
+        )
     history = _history(case.history)
     if history:
         blocks.append(_context(*history))
     blocks.append(_context(f"Case {case.id} · opened {when(case.opened_at)}"))
-    return Card(text=f"{sev.upper()} case {case.id}: suspicious mailbox access for {safe(case.user_principal, 120)}",
-                blocks=blocks[:MAX_BLOCKS])
+    return Card(
+        text=f"{sev.upper()} case {case.id}: suspicious mailbox access for {safe(case.user_principal, 120)}",
+        blocks=blocks[:MAX_BLOCKS],
+    )
 
 
 def refusal_text(reason: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import structlog
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph import GraphServiceClient
+from msgraph.graph_service_client import GraphServiceClient
 from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import SignInsRequestBuilder
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.model import Event, Rejection
-from bot.sources.normalize_entra import SOURCE, normalize_signin, record_id
+from bot.sources.normalize_entra import SOURCE, canonical_bytes, normalize_signin, record_id
 from bot.store import repo
 
 log = structlog.get_logger("mailwarden.sources.entra_signins")
@@ -52,8 +52,18 @@ class PollResult:
 class EntraSignInPoller:
     source = SOURCE
 
-    def __init__(self, graph: GraphServiceClient, engine: AsyncEngine, clock: Clock, cases: CaseService, *,
-                 tenant: str, delay: timedelta, overlap: timedelta, initial_lookback: timedelta) -> None:
+    def __init__(
+        self,
+        graph: GraphServiceClient,
+        engine: AsyncEngine,
+        clock: Clock,
+        cases: CaseService,
+        *,
+        tenant: str,
+        delay: timedelta,
+        overlap: timedelta,
+        initial_lookback: timedelta,
+    ) -> None:
         self.graph = graph
         self.engine = engine
         self.clock = clock
@@ -66,17 +76,19 @@ class EntraSignInPoller:
     async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
         """Every record in [start, end], following @odata.nextLink verbatim."""
         builder = self.graph.audit_logs.sign_ins
-        config = RequestConfiguration(query_parameters=SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
-            filter=f"createdDateTime ge {graph_time(start)} and createdDateTime le {graph_time(end)}",
-            top=PAGE_SIZE))
+        config = RequestConfiguration(
+            query_parameters=SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
+                filter=f"createdDateTime ge {graph_time(start)} and createdDateTime le {graph_time(end)}", top=PAGE_SIZE
+            )
+        )
         info = builder.to_get_request_information(config)
         records: list[Any] = []
         pages = 0
-        adapter = self.graph.request_adapter
+        adapter: Any = self.graph.request_adapter  # send_primitive_async is typed as returning None
         while True:
             raw = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
             pages += 1
-            body = orjson.loads(raw) if raw else {}
+            body: Any = orjson.loads(raw) if raw else {}
             value = body.get("value") if isinstance(body, dict) else None
             if isinstance(value, list):
                 records.extend(value)
@@ -99,20 +111,36 @@ class EntraSignInPoller:
         async with self.engine.begin() as conn:
             fresh: list[Event] = []
             for record in records:
-                payload = orjson.dumps(record)
+                payload = canonical_bytes(record)
                 outcome = normalize_signin(record, self.tenant)
                 if isinstance(outcome, Rejection):
                     # Keep the record (so the cursor may pass it) and say why it was not understood.
-                    new = await repo.store_raw(conn, source=SOURCE, tenant=self.tenant, event_id=outcome.event_id,
-                                               payload=payload, status="rejected", reason=outcome.reason, now=now)
+                    new = await repo.store_raw(
+                        conn,
+                        source=SOURCE,
+                        tenant=self.tenant,
+                        event_id=outcome.event_id,
+                        payload=payload,
+                        status="rejected",
+                        reason=outcome.reason,
+                        now=now,
+                    )
                     if new:
                         result.rejected += 1
                         result.rejections.append(outcome)
                         log.warning("signin.rejected", record_id=outcome.event_id, reason=outcome.reason)
                     continue
-                new = await repo.store_raw(conn, source=SOURCE, tenant=self.tenant, event_id=outcome.event_id,
-                                           payload=payload, status="accepted", now=now,
-                                           occurred_at=outcome.occurred_at, user=outcome.user_principal)
+                new = await repo.store_raw(
+                    conn,
+                    source=SOURCE,
+                    tenant=self.tenant,
+                    event_id=outcome.event_id,
+                    payload=payload,
+                    status="accepted",
+                    now=now,
+                    occurred_at=outcome.occurred_at,
+                    user=outcome.user_principal,
+                )
                 if new:
                     fresh.append(outcome)
                 else:
@@ -122,9 +150,18 @@ class EntraSignInPoller:
             result.cases_opened = ingest.cases_opened
             # same transaction as the events: a crash before commit re-reads the window, never skips it
             await repo.set_cursor(conn, SOURCE, self.tenant, end if position is None else max(end, position), now)
-        log.info("signin.poll", tenant=self.tenant, start=start.isoformat(), end=end.isoformat(), pages=result.pages,
-                 fetched=result.fetched, stored=result.stored, duplicates=result.duplicates,
-                 rejected=result.rejected, cases_opened=result.cases_opened)
+        log.info(
+            "signin.poll",
+            tenant=self.tenant,
+            start=start.isoformat(),
+            end=end.isoformat(),
+            pages=result.pages,
+            fetched=result.fetched,
+            stored=result.stored,
+            duplicates=result.duplicates,
+            rejected=result.rejected,
+            cases_opened=result.cases_opened,
+        )
         return result
 
 

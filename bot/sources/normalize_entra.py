@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,15 @@ def record_id(record: Any) -> str:
         rid = record.get("id")
         if isinstance(rid, str) and rid.strip():
             return rid.strip()[:200]
-    return "sha256:" + hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_bytes(record)).hexdigest()
+
+
+def canonical_bytes(record: Any) -> bytes:
+    """The record as sorted-key JSON; stdlib json for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(record, sort_keys=True, default=str).encode()
 
 
 def parse_time(value: Any) -> datetime:

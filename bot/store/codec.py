@@ -36,11 +36,25 @@ def _ptr(v: Any) -> datetime:
 
 def event_to_dict(e: Event) -> dict[str, Any]:
     return {
-        "source": e.source, "event_id": e.event_id, "tenant": e.tenant, "occurred_at": _t(e.occurred_at),
-        "user_principal": e.user_principal, "user_id": e.user_id, "user_display": e.user_display,
-        "kind": e.kind, "success": e.success, "error_code": e.error_code, "failure_reason": e.failure_reason,
-        "ip": e.ip, "country": e.country, "city": e.city, "app": e.app, "client_app": e.client_app,
-        "user_agent": e.user_agent, "device": e.device, "interactive": e.interactive,
+        "source": e.source,
+        "event_id": e.event_id,
+        "tenant": e.tenant,
+        "occurred_at": _t(e.occurred_at),
+        "user_principal": e.user_principal,
+        "user_id": e.user_id,
+        "user_display": e.user_display,
+        "kind": e.kind,
+        "success": e.success,
+        "error_code": e.error_code,
+        "failure_reason": e.failure_reason,
+        "ip": e.ip,
+        "country": e.country,
+        "city": e.city,
+        "app": e.app,
+        "client_app": e.client_app,
+        "user_agent": e.user_agent,
+        "device": e.device,
+        "interactive": e.interactive,
     }
 
 
@@ -49,25 +63,42 @@ def event_from_dict(d: dict[str, Any]) -> Event:
 
 
 def finding_to_dict(f: Finding) -> dict[str, Any]:
-    return {"detector": f.detector, "severity": f.severity.label, "reason": f.reason, "event_id": f.event_id,
-            "occurred_at": _t(f.occurred_at), "evidence": [list(kv) for kv in f.evidence]}
+    return {
+        "detector": f.detector,
+        "severity": f.severity.label,
+        "reason": f.reason,
+        "event_id": f.event_id,
+        "occurred_at": _t(f.occurred_at),
+        "evidence": [list(kv) for kv in f.evidence],
+    }
 
 
 def finding_from_dict(d: dict[str, Any]) -> Finding:
-    return Finding(detector=d["detector"], severity=Severity.parse(d["severity"]), reason=d["reason"],
-                   event_id=d["event_id"], occurred_at=_ptr(d["occurred_at"]),
-                   evidence=tuple((str(k), str(v)) for k, v in d.get("evidence", [])))
+    return Finding(
+        detector=d["detector"],
+        severity=Severity.parse(d["severity"]),
+        reason=d["reason"],
+        event_id=d["event_id"],
+        occurred_at=_ptr(d["occurred_at"]),
+        evidence=tuple((str(k), str(v)) for k, v in d.get("evidence", [])),
+    )
 
 
 def profile_to_dict(p: Profile) -> dict[str, Any]:
-    return {"user_principal": p.user_principal, "first_seen": _t(p.first_seen), "sign_ins": p.sign_ins,
-            "countries": [[c, _t(t)] for c, t in p.countries],
-            "recent_failures": [[_t(f.at), f.ip] for f in p.recent_failures]}
+    return {
+        "user_principal": p.user_principal,
+        "first_seen": _t(p.first_seen),
+        "sign_ins": p.sign_ins,
+        "countries": [[c, _t(t)] for c, t in p.countries],
+        "recent_failures": [[_t(f.at), f.ip] for f in p.recent_failures],
+    }
 
 
 def profile_from_dict(d: dict[str, Any]) -> Profile:
     return Profile(
-        user_principal=d["user_principal"], first_seen=_ptr(d["first_seen"]), sign_ins=int(d.get("sign_ins", 0)),
+        user_principal=d["user_principal"],
+        first_seen=_ptr(d["first_seen"]),
+        sign_ins=int(d.get("sign_ins", 0)),
         countries=tuple((c, _ptr(t)) for c, t in d.get("countries", [])),
         recent_failures=tuple(FailedAttempt(at=_ptr(t), ip=ip) for t, ip in d.get("recent_failures", [])),
     )
@@ -84,25 +115,41 @@ def _pref(v: Any) -> MessageRef | None:
 def case_data(c: Case) -> dict[str, Any]:
     """The part of a case kept as JSON; the rest lives in indexed columns."""
     return {
-        "decision": c.decision.value, "user_id": c.user_id, "user_display": c.user_display,
-        "findings": [finding_to_dict(f) for f in c.findings], "events": [event_to_dict(e) for e in c.events],
-        "deadline_kind": c.deadline_kind, "slack_user_id": c.slack_user_id, "user_card": _ref(c.user_card),
-        "soc_card": _ref(c.soc_card), "user_answer": c.user_answer,
+        "decision": c.decision.value,
+        "user_id": c.user_id,
+        "user_display": c.user_display,
+        "findings": [finding_to_dict(f) for f in c.findings],
+        "events": [event_to_dict(e) for e in c.events],
+        "deadline_kind": c.deadline_kind,
+        "slack_user_id": c.slack_user_id,
+        "user_card": _ref(c.user_card),
+        "soc_card": _ref(c.soc_card),
+        "user_answer": c.user_answer,
         "history": [[_t(h.at), h.actor, h.text] for h in c.history],
     }
 
 
 def case_from_columns(cols: dict[str, Any], data: dict[str, Any]) -> Case:
     return Case(
-        id=cols["id"], tenant=cols["tenant"], user_principal=cols["user_principal"],
-        state=CaseState(cols["state"]), severity=Severity.parse(cols["severity"]),
-        decision=Decision(data["decision"]), opened_at=cols["opened_at"], updated_at=cols["updated_at"],
-        last_event_at=cols["last_event_at"], deadline_at=cols["deadline_at"], version=cols["version"],
-        user_id=data.get("user_id"), user_display=data.get("user_display", ""),
+        id=cols["id"],
+        tenant=cols["tenant"],
+        user_principal=cols["user_principal"],
+        state=CaseState(cols["state"]),
+        severity=Severity.parse(cols["severity"]),
+        decision=Decision(data["decision"]),
+        opened_at=cols["opened_at"],
+        updated_at=cols["updated_at"],
+        last_event_at=cols["last_event_at"],
+        deadline_at=cols["deadline_at"],
+        version=cols["version"],
+        user_id=data.get("user_id"),
+        user_display=data.get("user_display", ""),
         findings=tuple(finding_from_dict(f) for f in data.get("findings", [])),
         events=tuple(event_from_dict(e) for e in data.get("events", [])),
-        deadline_kind=data.get("deadline_kind"), slack_user_id=data.get("slack_user_id"),
-        user_card=_pref(data.get("user_card")), soc_card=_pref(data.get("soc_card")),
+        deadline_kind=data.get("deadline_kind"),
+        slack_user_id=data.get("slack_user_id"),
+        user_card=_pref(data.get("user_card")),
+        soc_card=_pref(data.get("soc_card")),
         user_answer=data.get("user_answer"),
         history=tuple(HistoryEntry(at=_ptr(t), actor=a, text=x) for t, a, x in data.get("history", [])),
     )

@@ -30,9 +30,15 @@ def _case_from_row(row: Any) -> Case:
 
 def _case_columns(c: Case) -> dict[str, Any]:
     return {
-        "tenant": c.tenant, "user_principal": c.user_principal, "state": c.state.value,
-        "severity": c.severity.label, "opened_at": c.opened_at, "updated_at": c.updated_at,
-        "last_event_at": c.last_event_at, "deadline_at": c.deadline_at, "data": dumps(codec.case_data(c)),
+        "tenant": c.tenant,
+        "user_principal": c.user_principal,
+        "state": c.state.value,
+        "severity": c.severity.label,
+        "opened_at": c.opened_at,
+        "updated_at": c.updated_at,
+        "last_event_at": c.last_event_at,
+        "deadline_at": c.deadline_at,
+        "data": dumps(codec.case_data(c)),
     }
 
 
@@ -52,7 +58,7 @@ async def save_case(conn: AsyncConnection, c: Case) -> Case:
         .where(and_(cases.c.id == c.id, cases.c.version == c.version))
         .values(version=c.version + 1, **_case_columns(c))
     )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    if res.rowcount != 1:
         raise ConcurrentUpdate(c.id)
     return replace(c, version=c.version + 1)
 
@@ -61,8 +67,12 @@ async def open_case_for(conn: AsyncConnection, tenant: str, user: str, since: da
     row = (
         await conn.execute(
             select(cases)
-            .where(cases.c.tenant == tenant, cases.c.user_principal == user,
-                   cases.c.state.not_in([s.value for s in TERMINAL]), cases.c.last_event_at >= since)
+            .where(
+                cases.c.tenant == tenant,
+                cases.c.user_principal == user,
+                cases.c.state.not_in([s.value for s in TERMINAL]),
+                cases.c.last_event_at >= since,
+            )
             .order_by(cases.c.opened_at.desc())
             .limit(1)
         )
@@ -72,8 +82,10 @@ async def open_case_for(conn: AsyncConnection, tenant: str, user: str, since: da
 
 async def due_case_ids(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
     rows = await conn.execute(
-        select(cases.c.id).where(cases.c.deadline_at.is_not(None), cases.c.deadline_at <= now)
-        .order_by(cases.c.deadline_at).limit(limit)
+        select(cases.c.id)
+        .where(cases.c.deadline_at.is_not(None), cases.c.deadline_at <= now)
+        .order_by(cases.c.deadline_at)
+        .limit(limit)
     )
     return [r.id for r in rows]
 
@@ -82,22 +94,33 @@ async def list_cases(conn: AsyncConnection) -> list[Case]:
     return [_case_from_row(r) for r in await conn.execute(select(cases).order_by(cases.c.opened_at))]
 
 
-async def enqueue(conn: AsyncConnection, *, kind: str, lane: str, payload: dict[str, Any], now: datetime,
-                  case_id: str | None = None) -> None:
-    await conn.execute(outbox.insert().values(
-        case_id=case_id, kind=kind, lane=lane, payload=dumps(payload), status="pending", attempts=0,
-        next_attempt_at=now, created_at=now,
-    ))
+async def enqueue(
+    conn: AsyncConnection, *, kind: str, lane: str, payload: dict[str, Any], now: datetime, case_id: str | None = None
+) -> None:
+    await conn.execute(
+        outbox.insert().values(
+            case_id=case_id,
+            kind=kind,
+            lane=lane,
+            payload=dumps(payload),
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
 
 
 async def pending_outbox(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.count()).select_from(outbox)
-                                   .where(outbox.c.status == "pending"))).scalar_one())
+    return int(
+        (await conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == "pending"))).scalar_one()
+    )
 
 
 async def get_cursor(conn: AsyncConnection, source: str, tenant: str) -> datetime | None:
-    row = (await conn.execute(select(cursors.c.position)
-                              .where(cursors.c.source == source, cursors.c.tenant == tenant))).first()
+    row = (
+        await conn.execute(select(cursors.c.position).where(cursors.c.source == source, cursors.c.tenant == tenant))
+    ).first()
     return row.position if row else None
 
 
@@ -107,30 +130,56 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
 
 async def set_cursor(conn: AsyncConnection, source: str, tenant: str, position: datetime, now: datetime) -> None:
     stmt = _insert(conn, cursors).values(source=source, tenant=tenant, position=position, updated_at=now)
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=["source", "tenant"], set_={"position": position, "updated_at": now}))
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=["source", "tenant"], set_={"position": position, "updated_at": now})
+    )
 
 
 async def load_profile(conn: AsyncConnection, tenant: str, user: str) -> Profile | None:
-    row = (await conn.execute(select(profiles.c.data)
-                              .where(profiles.c.tenant == tenant, profiles.c.user_principal == user))).first()
+    row = (
+        await conn.execute(
+            select(profiles.c.data).where(profiles.c.tenant == tenant, profiles.c.user_principal == user)
+        )
+    ).first()
     return codec.profile_from_dict(orjson.loads(row.data)) if row else None
 
 
 async def save_profile(conn: AsyncConnection, tenant: str, p: Profile, now: datetime) -> None:
     data = dumps(codec.profile_to_dict(p))
     stmt = _insert(conn, profiles).values(tenant=tenant, user_principal=p.user_principal, data=data, updated_at=now)
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=["tenant", "user_principal"], set_={"data": data, "updated_at": now}))
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=["tenant", "user_principal"], set_={"data": data, "updated_at": now})
+    )
 
 
-async def store_raw(conn: AsyncConnection, *, source: str, tenant: str, event_id: str, payload: bytes,
-                    status: str, now: datetime, occurred_at: datetime | None = None,
-                    user: str | None = None, reason: str | None = None) -> bool:
+async def store_raw(
+    conn: AsyncConnection,
+    *,
+    source: str,
+    tenant: str,
+    event_id: str,
+    payload: bytes,
+    status: str,
+    now: datetime,
+    occurred_at: datetime | None = None,
+    user: str | None = None,
+    reason: str | None = None,
+) -> bool:
     """Keep the record as received; False when (source, tenant, id) was already stored."""
-    stmt = _insert(conn, raw_events).values(
-        source=source, tenant=tenant, event_id=event_id, occurred_at=occurred_at, user_principal=user,
-        status=status, reason=reason, payload=payload.decode("utf-8", "replace"), stored_at=now,
-    ).on_conflict_do_nothing(index_elements=["source", "tenant", "event_id"])
+    stmt = (
+        _insert(conn, raw_events)
+        .values(
+            source=source,
+            tenant=tenant,
+            event_id=event_id,
+            occurred_at=occurred_at,
+            user_principal=user,
+            status=status,
+            reason=reason,
+            payload=payload.decode("utf-8", "replace"),
+            stored_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["source", "tenant", "event_id"])
+    )
     res = await conn.execute(stmt)
-    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(res.rowcount == 1)

@@ -15,10 +15,11 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
-from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import SignInsRequestBuilder
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+from msgraph.graph_request_adapter import GraphRequestAdapter  # `from msgraph import` fails mypy --strict
+from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from sandbox.graph import GraphEmulator, format_graph_time
@@ -37,10 +38,23 @@ class StaticToken:
     def __init__(self, token: str) -> None:
         self.token = token
 
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
         return AccessToken(self.token, int(time.time()) + 3600)
 
     async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> StaticToken:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         pass
 
 
@@ -60,13 +74,13 @@ class Graph:
     client: GraphServiceClient
 
 
-def make_client(url: str, http_client: httpx.AsyncClient | None = None) -> GraphServiceClient:
-    provider = AzureIdentityAuthenticationProvider(
-        StaticToken(TOKEN), scopes=["https://graph.microsoft.com/.default"]
-    )
-    adapter = GraphRequestAdapter(provider, http_client)
-    if http_client is None:
-        adapter.base_url = f"{url}/v1.0"
+def make_client(http: httpx.AsyncClient, base_url: str | None = None) -> GraphServiceClient:
+    """The SDK stack the bot builds, on an httpx client the caller owns and closes."""
+    # Without explicit scopes the provider would ask for "http://127.0.0.1/.default".
+    provider = AzureIdentityAuthenticationProvider(StaticToken(TOKEN), scopes=["https://graph.microsoft.com/.default"])
+    adapter = GraphRequestAdapter(provider, http)
+    if base_url:
+        adapter.base_url = base_url  # the setter, unlike httpx's base_url, gives no "//" (api-contracts §1.8)
     return GraphServiceClient(request_adapter=adapter)
 
 
@@ -75,8 +89,11 @@ async def graph() -> AsyncIterator[Graph]:
     clock = Clock()
     emu = GraphEmulator(clock)
     emu.add_user("u1", UPN, "Ada Lovelace", sign_in_sessions_valid_from=T0 - timedelta(days=9))
-    async with LoopbackServer(emu.app, "graph") as url:
-        yield Graph(emu, url, clock, make_client(url))
+    async with (
+        LoopbackServer(emu.app, "graph") as url,
+        GraphClientFactory.create_with_default_middleware() as http,
+    ):
+        yield Graph(emu, url, clock, make_client(http, f"{url}/v1.0"))
 
 
 def sign_in(n: int, created: datetime, upn: str = "ada@contoso.example") -> dict[str, Any]:
@@ -242,7 +259,7 @@ async def test_reports_budget_throttles_the_sixth_request(graph: Graph) -> None:
 async def test_double_slash_from_httpx_base_url_is_collapsed(graph: Graph) -> None:
     # The msgraph-sdk trap: an httpx client with base_url=.../v1.0 produces /v1.0//users/...
     async with httpx.AsyncClient(base_url=f"{graph.url}/v1.0") as http:
-        client = make_client(graph.url, GraphClientFactory.create_with_default_middleware(client=http))
+        client = make_client(GraphClientFactory.create_with_default_middleware(client=http))
         user = await client.users.by_user_id("u1").get()
     assert user is not None and user.display_name == "Ada Lovelace"
     assert graph.emu.requests[-1].path == "/v1.0/users/u1"

@@ -1,0 +1,108 @@
+"""The sign-in poller: paging, the delayed watermark, dedupe, bad records, failures mid-poll."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from kiota_abstractions.api_error import APIError
+from sqlalchemy import func, select
+
+from bot.store import repo
+from bot.store.tables import raw_events
+from sandbox.world import PEOPLE, TENANT, Sandbox, sign_in
+
+ALICE = PEOPLE["U0ALICE"]
+
+
+async def counts(sb: Sandbox) -> dict[str, int]:
+    async with sb.bot.engine.connect() as conn:
+        rows = await conn.execute(select(raw_events.c.status, func.count()).group_by(raw_events.c.status))
+        return {r[0]: r[1] for r in rows}
+
+
+async def cursor(sb: Sandbox):  # type: ignore[no-untyped-def]
+    async with sb.bot.engine.connect() as conn:
+        return await repo.get_cursor(conn, "entra_signin", TENANT)
+
+
+async def test_first_poll_pages_through_nextlink_and_sets_the_cursor(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    start = sandbox.clock.now() - timedelta(days=3)
+    for i in range(2300):
+        sandbox.graph.add_sign_in(sign_in(upn, gid, name, start + timedelta(seconds=60 * i), seq=10_000 + i))
+    result = await sandbox.bot.poller.poll_once()
+    assert result.pages == 3 and result.stored == 2300 + 45 and result.rejected == 0
+    assert await cursor(sandbox) == sandbox.clock.now() - timedelta(seconds=120)
+    gets = [r for r in sandbox.graph.requests if r.path.endswith("/auditLogs/signIns")]
+    assert "createdDateTime ge" in gets[0].params["$filter"] and gets[0].params["$top"] == "1000"
+    assert "$skiptoken" in gets[1].params
+
+
+async def test_delayed_watermark_and_overlap_dedupe(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    now = sandbox.clock.now()
+    # arrives late: happened 30 s before the last window's end, visible to Graph only now
+    late = sign_in(upn, gid, name, now - timedelta(seconds=150), seq=1)
+    sandbox.graph.add_sign_in(late, available_at=now + timedelta(seconds=30))
+    sandbox.graph.add_sign_in(sign_in(upn, gid, name, now - timedelta(seconds=100), seq=2))
+    sandbox.clock.advance(timedelta(seconds=60))
+    r1 = await sandbox.bot.poller.poll_once()
+    assert r1.stored == 2  # the overlap caught the late one
+    sandbox.clock.advance(timedelta(seconds=60))
+    r2 = await sandbox.bot.poller.poll_once()
+    assert r2.stored == 0 and r2.duplicates == 1  # re-read in the overlap, stored once
+
+
+async def test_record_inside_the_delay_is_not_read_yet(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    sandbox.graph.add_sign_in(sign_in(upn, gid, name, sandbox.clock.now(), seq=2))
+    sandbox.clock.advance(timedelta(seconds=60))
+    assert (await sandbox.bot.poller.poll_once()).stored == 0  # newer than now - delay: next time
+    sandbox.clock.advance(timedelta(seconds=90))
+    assert (await sandbox.bot.poller.poll_once()).stored == 1
+
+
+async def test_malformed_records_are_rejected_counted_kept_and_the_poll_goes_on(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    t = sandbox.clock.now() - timedelta(seconds=110)
+    broken = sign_in(upn, gid, name, t, seq=3)
+    del broken["userPrincipalName"]
+    wrong_type = sign_in(upn, gid, name, t, seq=4)
+    wrong_type["status"] = {"errorCode": [1, 2]}
+    good = sign_in(upn, gid, name, t, seq=5)
+    for r in (broken, wrong_type, good):
+        sandbox.graph.add_sign_in(r)
+    sandbox.clock.advance(timedelta(seconds=60))
+    result = await sandbox.bot.poller.poll_once()
+    assert result.rejected == 2 and result.stored == 1
+    assert {r.event_id for r in result.rejections} == {broken["id"], wrong_type["id"]}
+    assert (await counts(sandbox))["rejected"] == 2
+    sandbox.clock.advance(timedelta(seconds=30))
+    again = await sandbox.bot.poller.poll_once()  # re-read in the overlap: counted once, not on every re-read
+    assert again.fetched == 3 and again.rejected == 0 and again.duplicates == 1
+
+
+async def test_a_failed_poll_does_not_move_the_cursor_and_loses_nothing(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    before = await cursor(sandbox)
+    sandbox.graph.add_sign_in(sign_in(upn, gid, name, sandbox.clock.now() - timedelta(minutes=1), seq=6))
+    sandbox.clock.advance(timedelta(minutes=5))
+    sandbox.graph.faults.inject(r"GET .*/auditLogs/signIns", 500, times=1)  # kiota does not retry a 500
+    with pytest.raises(APIError):
+        await sandbox.bot.poller.poll_once()
+    assert await cursor(sandbox) == before
+    result = await sandbox.bot.poller.poll_once()
+    assert result.stored == 1 and await cursor(sandbox) > before  # type: ignore[operator]
+
+
+async def test_throttled_poll_is_retried_after_retry_after(sandbox: Sandbox) -> None:
+    sandbox.graph.faults.inject(r"GET .*/auditLogs/signIns", 429, retry_after=1, times=1)
+    result = await sandbox.bot.poller.poll_once()
+    assert result.stored == 45
+    statuses = [r.status for r in sandbox.graph.requests if r.path.endswith("/auditLogs/signIns")]
+    assert statuses == [429, 200]

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from slack_sdk.models.blocks import Block
+
+from bot.model import Case, CaseState, Decision, Event, Finding, HistoryEntry, Severity
+from bot.slack.cards import soc_card, user_card
+from bot.slack.ids import Ids
+from bot.slack.text import safe
+
+T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+OURS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>]*>|<@U0[A-Z]+>")
+
+
+def make_case(text: str = "x", state: CaseState = CaseState.AWAITING_USER, n_events: int = 3) -> Case:
+    events = tuple(
+        Event(
+            source="entra_signin",
+            event_id=f"e{i}",
+            tenant="t",
+            occurred_at=T + timedelta(minutes=i),
+            user_principal=f"{text}@x",
+            user_display=text,
+            success=i % 2 == 0,
+            ip="203.0.113.9",
+            country=text,
+            city=text,
+            app=text,
+            client_app=text,
+            user_agent=text,
+            device=text,
+        )
+        for i in range(n_events)
+    )
+    findings = tuple(
+        Finding(detector="new_country", severity=Severity.MEDIUM, reason=f"from {text}", event_id="e0", occurred_at=T)
+        for _ in range(3)
+    )
+    return Case(
+        id="MW-ABC",
+        tenant="t",
+        user_principal=f"{text}@x",
+        user_display=text,
+        state=state,
+        severity=Severity.HIGH,
+        decision=Decision.ASK_USER,
+        opened_at=T,
+        updated_at=T,
+        last_event_at=T,
+        events=events,
+        findings=findings,
+        history=tuple(HistoryEntry(at=T, actor="U0BOB", text="SOC approved") for _ in range(20)),
+    )
+
+
+def texts(blocks: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
+                out.append(node["text"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(blocks)
+    return out
+
+
+def valid_per_slack_sdk(blocks: list[dict[str, Any]]) -> None:
+    for b in blocks:
+        parsed = Block.parse(b)
+        assert parsed is not None
+        parsed.validate_json()  # raises SlackObjectFormationError past Block Kit's limits
+
+
+def test_user_card_asks_with_two_buttons_for_the_case() -> None:
+    card = user_card(make_case())
+    actions = [b for b in card.blocks if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions[0]["elements"]] == [Ids.USER_YES, Ids.USER_NO]
+    assert all(e["value"] == "MW-ABC" for e in actions[0]["elements"])
+    valid_per_slack_sdk(card.blocks)
+
+
+def test_answered_card_has_no_buttons_and_says_what_happens_next() -> None:
+    card = user_card(replace(make_case(state=CaseState.AWAITING_SOC), user_answer="no"))
+    assert not [b for b in card.blocks if b["type"] == "actions"]
+    assert any("You answered *No" in t and "security team" in t for t in texts(card.blocks))
+
+
+def test_soc_card_buttons_only_while_a_decision_is_due() -> None:
+    for state, expected in (
+        (CaseState.AWAITING_SOC, True),
+        (CaseState.ESCALATED, True),
+        (CaseState.CONTAINED, False),
+        (CaseState.CLOSED_BENIGN, False),
+    ):
+        card = soc_card(make_case(state=state))
+        has = any(b["type"] == "actions" for b in card.blocks)
+        assert has is expected, state
+        valid_per_slack_sdk(card.blocks)
+
+
+ATTACKS = [
+    "<!channel>",
+    "<!here>",
+    "<@U0BOB>",
+    "<https://evil.example|click>",
+    "<!subteam^S1>",
+    "*bold* _it_ ~s~ `c`",
+    "&lt;",
+    "a" * 5000,
+    "\u202e\u0000\n\t",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.sampled_from(ATTACKS),
+        st.text(max_size=400),
+        st.lists(st.sampled_from([*ATTACKS, "<", ">", "&", "x"]), max_size=40).map("".join),
+    )
+)
+def test_no_attacker_string_reaches_a_card_unescaped(evil: str) -> None:
+    case = make_case(evil)
+    for card in (user_card(case), soc_card(case)):
+        assert len(card.blocks) <= 50 and len(json.dumps(card.blocks)) < 13_200
+        for t in texts(card.blocks):
+            stripped = OURS.sub("", t)
+            assert "<" not in stripped and ">" not in stripped, t
+            assert len(t) <= 3000
+        valid_per_slack_sdk(card.blocks)
+
+
+def test_safe_escapes_and_clips() -> None:
+    assert safe("<!channel> & co") == "&lt;!channel&gt; &amp; co"
+    assert len(safe("x" * 1000, 100)) == 100
+    assert safe("&" * 50, 10).count("&") == safe("&" * 50, 10).count("&amp;")  # never a torn entity
