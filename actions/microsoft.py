@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.graph_service_client import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+from msgraph.graph_service_client import GraphServiceClient
 
 from actions.base import Action, ActionOutcome
 

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import structlog
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.graph_service_client import GraphServiceClient
 from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import SignInsRequestBuilder
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.graph_service_client import GraphServiceClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.cases.service import CaseService
