@@ -167,3 +167,13 @@ class Executor:
                 select(action_ledger.c.action, action_ledger.c.status).where(action_ledger.c.case_id == case_id)
             )
             return {r.action: r.status for r in rows}
+
+    async def outcomes(self, case_id: str) -> dict[str, str]:
+        """What each action did for a case, as the one-line summaries an analyst reads."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(action_ledger.c.action, action_ledger.c.status, action_ledger.c.result)
+                .where(action_ledger.c.case_id == case_id)
+                .order_by(action_ledger.c.id)
+            )
+            return {r.action: str(orjson.loads(r.result or "{}").get("summary", r.status)) for r in rows}

@@ -176,6 +176,8 @@ def _print_demo(report: dict[str, Any]) -> None:
             f"{story['slack_messages']} Slack messages, provider writes: "
             + (", ".join(f"{w['method']} {w['path']}" for w in story["provider_writes"]) or "none")
         )
+        if story.get("error"):
+            print(f"       error: {story['error']}")
     print(f"\naudit log {'verified' if report['audit_ok'] else 'FAILED verification'}; database kept at {report['db']}")
 
 

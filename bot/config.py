@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.errors import ConfigError
 
@@ -51,9 +51,13 @@ class Settings(BaseModel):
     signin_overlap_s: int = Field(default=60, ge=0)
     initial_lookback_s: int = Field(default=900, ge=0)
 
-    # Case life
+    # Case life and the escalation ladder: user reminder -> user timeout -> SOC card -> SOC reminder
+    # -> SOC timeout -> page. Per-severity overrides in TOML, e.g. [mailwarden.ladder.critical] soc_timeout_s = 300
     user_answer_timeout_s: int = Field(default=900, ge=10)
+    user_reminder_s: int | None = Field(default=600, ge=10)
     soc_timeout_s: int = Field(default=1800, ge=10)
+    soc_reminder_s: int | None = Field(default=900, ge=10)
+    ladder: dict[Literal["low", "medium", "high", "critical"], dict[str, int]] = Field(default_factory=dict)
     incident_window_s: int = Field(default=86_400, ge=60)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     dispatch_interval_s: float = Field(default=2.0, gt=0)
@@ -63,8 +67,28 @@ class Settings(BaseModel):
     failed_then_success_window_s: int = Field(default=1200, ge=60)
     new_country_warmup_days: int = Field(default=7, ge=0)
 
+    # Paging (PagerDuty Events API v2) and who to tell
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+    oncall_usergroup: str | None = None  # mentioned in the SOC channel when on-call is paged
+    password_recovery_url: str | None = None  # told to the employee after containment
+    helpdesk_contact: str = "the IT helpdesk"
+
+    # Accounts never contained by one person alone (break-glass, VIPs): UPNs, lower case
+    protected_users: list[str] = Field(default_factory=list)
+
     # Containment: tolerated clock skew when reconciling an action whose outcome is unknown
     reconcile_skew_s: int = Field(default=30, ge=0)
+
+    @field_validator("protected_users", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # environment variables carry lists as "a@x.com,b@x.com"
+        if isinstance(value, str):
+            return [v.strip().lower() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value]
+        return value
 
 
 SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation))

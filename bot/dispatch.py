@@ -25,7 +25,9 @@ from bot.audit import log as audit
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.errors import ConcurrentUpdate, IllegalTransition
+from bot.escalate.pagerduty import PagerDuty
 from bot.model import Case, CaseEvent, CaseState, MessageRef
+from bot.pacing import EPHEMERAL_PER_WORKSPACE, POST_PER_CHANNEL, UPDATE_PER_WORKSPACE, Pacer
 from bot.slack import cards
 from bot.store.tables import outbox
 
@@ -56,6 +58,13 @@ class Dispatcher:
         executor: Executor,
         soc_channel: str,
         max_attempts: int = 8,
+        *,
+        pager: PagerDuty | None = None,
+        soc_usergroup: str | None = None,
+        oncall_usergroup: str | None = None,
+        recovery_url: str | None = None,
+        helpdesk: str = "the IT helpdesk",
+        lane_concurrency: int = 16,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -64,16 +73,38 @@ class Dispatcher:
         self.executor = executor
         self.soc_channel = soc_channel
         self.max_attempts = max_attempts
+        self.pager = pager
+        self.soc_usergroup = soc_usergroup
+        self.oncall_usergroup = oncall_usergroup
+        self.recovery_url = recovery_url
+        self.helpdesk = helpdesk
+        self.lane_concurrency = lane_concurrency
+        self.pacer = Pacer()
         self._lock = asyncio.Lock()
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "user_card.post": self._post_user_card,
             "user_card.update": self._update_user_card,
+            "user_reminder.post": self._post_user_reminder,
+            "user_outcome.post": self._post_user_outcome,
             "soc_card.post": self._post_soc_card,
             "soc_card.update": self._update_soc_card,
             "soc_thread.post": self._post_soc_thread,
             "ephemeral": self._post_ephemeral,
+            "message.post": self._post_message,
             "action.run": self._run_action,
+            "page.trigger": self._page_trigger,
+            "page.acknowledge": self._page_acknowledge,
+            "page.resolve": self._page_resolve,
         }
+
+    # --- paced Slack calls: every post and update goes through these ---------------------------------
+    async def post(self, channel: str, **kw: Any) -> Any:
+        await self.pacer.wait(f"post:{channel}", **POST_PER_CHANNEL)
+        return await self.slack.chat_postMessage(channel=channel, **kw)
+
+    async def update(self, channel: str, ts: str, **kw: Any) -> Any:
+        await self.pacer.wait("update", **UPDATE_PER_WORKSPACE)
+        return await self.slack.chat_update(channel=channel, ts=ts, **kw)
 
     async def drain(self, max_rounds: int = 50) -> int:
         """Deliver until nothing is due (rows waiting on a future retry stay queued)."""
@@ -85,7 +116,8 @@ class Dispatcher:
                 break
         return total
 
-    async def run_once(self, limit: int = 200) -> int:
+    async def run_once(self, limit: int = 500) -> int:
+        """Deliver every due row once; lanes run side by side, each in its own order."""
         async with self._lock:
             now = self.clock.now()
             async with self.engine.connect() as conn:
@@ -94,23 +126,31 @@ class Dispatcher:
                         select(outbox).where(outbox.c.status == "pending").order_by(outbox.c.id).limit(limit)
                     )
                 ).all()
-            blocked: set[str] = set()
-            delivered = 0
+            lanes: dict[str, list[Any]] = {}
+            waiting: set[str] = set()
             for row in rows:
-                if row.lane in blocked:
+                if row.lane in waiting:
                     continue
                 if row.next_attempt_at > now:
-                    blocked.add(row.lane)  # keep the lane's order: nothing overtakes a row waiting to retry
+                    waiting.add(row.lane)  # nothing overtakes a row waiting to retry
                     continue
-                try:
-                    await self.handlers[row.kind](orjson.loads(row.payload))
-                except Exception as exc:
-                    blocked.add(row.lane)
-                    await self._failed(row, exc)
-                    continue
-                await self._mark(row.id, status="done")
-                delivered += 1
-            return delivered
+                lanes.setdefault(row.lane, []).append(row)
+            gate = asyncio.Semaphore(self.lane_concurrency)
+
+            async def run_lane(lane_rows: list[Any]) -> int:
+                async with gate:
+                    done = 0
+                    for row in lane_rows:
+                        try:
+                            await self.handlers[row.kind](orjson.loads(row.payload))
+                        except Exception as exc:
+                            await self._failed(row, exc)
+                            return done
+                        await self._mark(row.id, status="done")
+                        done += 1
+                    return done
+
+            return sum(await asyncio.gather(*(run_lane(r) for r in lanes.values())))
 
     async def _mark(self, row_id: int, **values: Any) -> None:
         async with self.engine.begin() as conn:
@@ -176,7 +216,7 @@ class Dispatcher:
         case = await self._case(payload)
         if case.user_card is not None:
             return
-        user_id = case.slack_user_id
+        user_id, tz = case.slack_user_id, case.slack_tz
         if user_id is None:
             try:
                 found = await self.slack.users_lookupByEmail(email=case.user_principal)
@@ -188,15 +228,20 @@ class Dispatcher:
                     )
                     return
                 raise
-            user_id = str(found["user"]["id"])
+            user = found["user"]
+            if user.get("deleted"):
+                await self._safe_transition(case.id, CaseEvent.USER_UNREACHABLE, note="Slack account deactivated")
+                return
+            user_id, tz = str(user["id"]), user.get("tz")
         dm = await self.slack.conversations_open(users=user_id)
         channel = str(dm["channel"]["id"])
-        card = cards.user_card(case)
-        posted = await self.slack.chat_postMessage(channel=channel, text=card.text, blocks=card.blocks)
+        card = cards.user_card(replace(case, slack_tz=tz))
+        posted = await self.post(channel, text=card.text, blocks=card.blocks)
         await self._record(
             case.id,
             "slack.user_card_posted",
             slack_user_id=user_id,
+            slack_tz=tz,
             user_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"])),
         )
 
@@ -205,16 +250,37 @@ class Dispatcher:
         if case.user_card is None:
             return  # never posted (user unreachable): nothing to update
         card = cards.user_card(case)
-        await self.slack.chat_update(
-            channel=case.user_card.channel, ts=case.user_card.ts, text=card.text, blocks=card.blocks
+        await self.update(case.user_card.channel, case.user_card.ts, text=card.text, blocks=card.blocks)
+
+    async def _post_user_reminder(self, payload: dict[str, Any]) -> None:
+        case = await self._case(payload)
+        if case.user_card is None or case.state is not CaseState.AWAITING_USER:
+            return
+        text = cards.user_reminder_text(case)
+        await self.post(case.user_card.channel, text=text, thread_ts=case.user_card.ts, reply_broadcast=True)
+
+    async def _post_user_outcome(self, payload: dict[str, Any]) -> None:
+        case = await self._case(payload)
+        if case.user_card is None:
+            return
+        card = cards.user_outcome(
+            case,
+            self.executor_summaries(await self.executor.outcomes(case.id)),
+            recovery_url=self.recovery_url,
+            helpdesk=self.helpdesk,
         )
+        await self.post(case.user_card.channel, text=card.text, blocks=card.blocks)
+
+    @staticmethod
+    def executor_summaries(outcomes: dict[str, str]) -> list[str]:
+        return [f"{name}: {summary}" for name, summary in outcomes.items()]
 
     async def _post_soc_card(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         if case.soc_card is not None:
             return
         card = cards.soc_card(case)
-        posted = await self.slack.chat_postMessage(channel=self.soc_channel, text=card.text, blocks=card.blocks)
+        posted = await self.post(self.soc_channel, text=card.text, blocks=card.blocks)
         await self._record(
             case.id, "slack.soc_card_posted", soc_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
         )
@@ -224,22 +290,71 @@ class Dispatcher:
         if case.soc_card is None:
             return
         card = cards.soc_card(case)
-        await self.slack.chat_update(
-            channel=case.soc_card.channel, ts=case.soc_card.ts, text=card.text, blocks=card.blocks
-        )
+        await self.update(case.soc_card.channel, case.soc_card.ts, text=card.text, blocks=card.blocks)
 
     async def _post_soc_thread(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
         if case.soc_card is None:
             return
-        await self.slack.chat_postMessage(
-            channel=case.soc_card.channel, thread_ts=case.soc_card.ts, text=str(payload["text"])[:3000]
-        )
+        prefix = ""
+        if payload.get("mention_oncall") and self.oncall_usergroup:
+            prefix += f"<!subteam^{self.oncall_usergroup}> "
+        if payload.get("mention_soc") and self.soc_usergroup:
+            prefix += f"<!subteam^{self.soc_usergroup}> "
+        await self.post(case.soc_card.channel, thread_ts=case.soc_card.ts, text=(prefix + str(payload["text"]))[:3000])
 
     async def _post_ephemeral(self, payload: dict[str, Any]) -> None:
+        await self.pacer.wait("ephemeral", **EPHEMERAL_PER_WORKSPACE)
         await self.slack.chat_postEphemeral(
             channel=payload["channel"], user=payload["user"], text=str(payload["text"])[:3000]
         )
+
+    async def _post_message(self, payload: dict[str, Any]) -> None:
+        """A card built at enqueue time (travel requests, campaign notes): posted as given."""
+        await self.post(
+            payload["channel"],
+            text=str(payload["text"])[:3000],
+            blocks=payload.get("blocks"),
+            thread_ts=payload.get("thread_ts"),
+        )
+
+    # --- paging -------------------------------------------------------------------------------------------
+    async def _page(self, action: str, payload: dict[str, Any]) -> None:
+        case = await self._case(payload)
+        if self.pager is None:
+            log.warning("page.not_configured", case_id=case.id, action=action)
+            return
+        await self.pager.send(
+            action,  # type: ignore[arg-type]
+            case.id,
+            summary=f"Mailwarden {case.severity.label} case {case.id}: suspicious mailbox access for "
+            f"{case.user_principal}. {payload.get('reason', '')}",
+            severity=case.severity.label,
+            details={
+                "user": case.user_principal,
+                "detectors": list(case.detectors),
+                "state": case.state.value,
+                "reasons": [f.reason for f in case.findings[:10]],
+            },
+        )
+        async with self.engine.begin() as conn:
+            await audit.append(
+                conn,
+                at=self.clock.now(),
+                actor="system",
+                action=f"page.{action}",
+                case_id=case.id,
+                detail={"reason": payload.get("reason")},
+            )
+
+    async def _page_trigger(self, payload: dict[str, Any]) -> None:
+        await self._page("trigger", payload)
+
+    async def _page_acknowledge(self, payload: dict[str, Any]) -> None:
+        await self._page("acknowledge", payload)
+
+    async def _page_resolve(self, payload: dict[str, Any]) -> None:
+        await self._page("resolve", payload)
 
     # --- containment ------------------------------------------------------------------------------------
     async def _run_action(self, payload: dict[str, Any]) -> None:

@@ -25,9 +25,46 @@ class Severity(IntEnum):
         return cls[text.upper()]
 
 
+# What an Event is about. A small closed set, so a detector can say which kinds it reads and a
+# normalizer can map every vendor operation onto one of them (anything else is "other", kept for
+# the timeline but read by no detector):
+#   sign_in            an authentication attempt (Entra signIn, O365 UserLoggedIn/UserLoginFailed,
+#                      Google login_success/login_failure/login_challenge/login_verification)
+#   risk               the provider's own verdict about the user or a sign-in (Entra riskDetection,
+#                      Google account_warning / gov_attack_warning, Alert Center identity alerts)
+#   mail_access        mailbox items read (O365 MailItemsAccessed and other ExchangeItemAggregated records)
+#   mailbox_permission someone gained rights on a mailbox (Add-MailboxPermission, Add-RecipientPermission,
+#                      Set-Mailbox -GrantSendOnBehalfTo)
+#   role_assignment    an Exchange management role was assigned (New-ManagementRoleAssignment)
+#   consent            an OAuth app was granted scopes (Consent to application., permission grants,
+#                      Google token authorize, Google domain-wide delegation)
+#   forwarding         mail leaves through an inbox rule or mailbox forwarding (New-InboxRule,
+#                      Set-Mailbox -ForwardingSmtpAddress, Google email_forwarding_out_of_domain)
+#   export             a mailbox or tenant export (New-MailboxExportRequest, eDiscovery export, Takeout)
+#   alert              a provider alert that is not about one identity (Alert Center, other types)
+#   other              anything else the sources return
+EVENT_KINDS = (
+    "sign_in",
+    "risk",
+    "mail_access",
+    "mailbox_permission",
+    "role_assignment",
+    "consent",
+    "forwarding",
+    "export",
+    "alert",
+    "other",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One normalized log record: who, when, from where, with what, and did it work."""
+    """One normalized log record: who, when, from where, with what, and did it work.
+
+    The first block is what every source fills; the rest is optional and defaults to "unknown".
+    For non-sign-in kinds `success` means the operation succeeded, `user_principal` is the actor and
+    `target` is what was acted on (a mailbox, a delegate, an app, a forwarding address).
+    """
 
     source: str
     event_id: str
@@ -48,6 +85,34 @@ class Event:
     user_agent: str | None = None
     device: str | None = None
     interactive: bool = True
+    # --- where --------------------------------------------------------------------------------
+    asn: int | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    # provider flags about the network or the session: "anonymizer", "malicious_ip", "suspicious"
+    flags: tuple[str, ...] = ()
+    # --- who and how ----------------------------------------------------------------------------
+    user_type: str | None = None  # "member", "guest", or the O365 UserType name ("regular", "application"…)
+    auth_protocol: str | None = None  # Entra authenticationProtocol ("ropc", "deviceCode"…), Google login_type
+    auth_requirement: str | None = None  # "singleFactorAuthentication" / "multiFactorAuthentication"
+    device_id: str | None = None
+    session_id: str | None = None
+    # --- provider risk --------------------------------------------------------------------------
+    risk_types: tuple[str, ...] = ()  # riskEventType(s), Google warning names, Alert Center types
+    risk_level: str | None = None  # "low" / "medium" / "high" / "hidden" / "none"
+    risk_state: str | None = None  # "atRisk", "remediated", "dismissed", "confirmedSafe"…
+    # --- what was done ----------------------------------------------------------------------------
+    operation: str | None = None  # O365 Operation, Google event name, Graph riskEventType
+    workload: str | None = None  # O365 Workload, Google applicationName
+    record_type: str | None = None  # O365 RecordType, Google event type
+    app_id: str | None = None  # the client acting: Entra appId, O365 ClientAppId, Google client_id
+    scopes: tuple[str, ...] = ()  # OAuth scopes granted or used
+    target: str | None = None  # the mailbox, delegate, app or address acted on
+    target_external: bool = False  # the target lies outside the actor's own domain (normalizer's view)
+    count: int = 1  # MailItemsAccessed OperationCount: items in this aggregated record
+    access_type: str | None = None  # MailItemsAccessed MailAccessType: "Bind" or "Sync"
+    is_throttled: bool = False  # MailItemsAccessed IsThrottled: auditing of reads stops for 24 h
+    parameters: tuple[tuple[str, str], ...] = ()  # everything else worth showing, name -> text
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +141,40 @@ class FailedAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Located:
+    """Where a successful sign-in came from, kept briefly for impossible travel."""
+
+    at: datetime
+    country: str | None
+    latitude: float | None = None
+    longitude: float | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
-    """What is normal for one user, learned from their own history; bounded in size."""
+    """What is normal for one user, learned from their own history; bounded in size.
+
+    Every `(value, last seen)` list ages out entries older than its memory and keeps at most a
+    configured number of the most recent ones (bot/detect/profile.py). `hours` is a 168-bucket
+    hour-of-week histogram in UTC (Monday 00:00 = bucket 0), halved when it grows past its cap so
+    old habits fade. `tz` is the user's IANA time zone when known (e.g. from Slack's profile).
+    """
 
     user_principal: str
     first_seen: datetime
     countries: tuple[tuple[str, datetime], ...] = ()  # (country, last seen)
     recent_failures: tuple[FailedAttempt, ...] = ()
     sign_ins: int = 0
+    asns: tuple[tuple[int, datetime], ...] = ()
+    devices: tuple[tuple[str, datetime], ...] = ()
+    user_agents: tuple[tuple[str, datetime], ...] = ()
+    client_apps: tuple[tuple[str, datetime], ...] = ()
+    known_ips: tuple[tuple[str, datetime], ...] = ()
+    granted_apps: tuple[tuple[str, datetime], ...] = ()  # OAuth clients this user consented to
+    hours: tuple[int, ...] = ()  # empty, or 168 counts
+    recent_locations: tuple[Located, ...] = ()
+    tz: str | None = None
 
     def knows_country(self, country: str) -> bool:
         return any(c == country for c, _ in self.countries)
@@ -93,6 +184,7 @@ class CaseState(StrEnum):
     NEW = "new"
     AWAITING_USER = "awaiting_user"
     AWAITING_SOC = "awaiting_soc"
+    AWAITING_SECOND_APPROVAL = "awaiting_second_approval"
     ESCALATED = "escalated"
     CONTAINING = "containing"
     CONTAINED = "contained"
@@ -119,6 +211,12 @@ class CaseEvent(StrEnum):
     SOC_CONTAIN = "soc_contain"
     SOC_DISMISS = "soc_dismiss"
     SOC_TIMED_OUT = "soc_timed_out"
+    USER_WRONG_PERSON = "user_wrong_person"
+    SOC_FIRST_APPROVAL = "soc_first_approval"
+    SOC_ESCALATE = "soc_escalate"
+    SOC_TAKE = "soc_take"
+    USER_REMINDED = "user_reminded"
+    SOC_REMINDED = "soc_reminded"
     CONTAINMENT_DONE = "containment_done"
     CONTAINMENT_FAILED = "containment_failed"
 
@@ -147,6 +245,14 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    actor: str
+    at: datetime
+    actions: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Case:
     id: str
     tenant: str
@@ -169,6 +275,15 @@ class Case:
     user_answer: str | None = None
     history: tuple[HistoryEntry, ...] = field(default=())
     version: int = 0
+    state_since: datetime | None = None  # when the current state began: the escalation ladder counts from it
+    assignee: str | None = None  # Slack id of the SOC member who took the case
+    approvals: tuple[Approval, ...] = ()  # containment approvals collected so far (two-person rule)
+    paged: bool = False  # on-call has an open PagerDuty alert for this case
+    slack_tz: str | None = None  # the employee's time zone from their Slack profile
+    plan: tuple[str, ...] = ()  # containment actions proposed for this case, in order
+    plan_notes: tuple[tuple[str, str], ...] = ()  # (action, pre-flight note) shown before anyone clicks
+    needs_two_approvers: bool = False
+    reminders: tuple[str, ...] = ()  # ladder steps already taken ("user_reminder", "soc_reminder")
 
     @property
     def detectors(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import structlog
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
@@ -29,6 +30,8 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.detect import Params
 from bot.dispatch import Dispatcher
+from bot.escalate.pagerduty import PagerDuty
+from bot.model import Severity
 from bot.slack.handlers import Interactions, SocDirectory, register
 from bot.sources.entra_signins import EntraSignInPoller
 from bot.store import db, repo
@@ -59,6 +62,24 @@ def graph_client(s: Settings, credential: AsyncTokenCredential) -> GraphServiceC
     # The setter, not httpx's base_url: httpx would add a slash and produce /v1.0//users.
     adapter.base_url = f"{s.graph_url.rstrip('/')}/v1.0"
     return GraphServiceClient(request_adapter=adapter)
+
+
+def ladder_rung(s: Settings, over: dict[str, int]) -> Timeouts:
+    """The escalation ladder for one severity: the global settings with that severity's overrides."""
+
+    def get(key: str, default: int | None) -> timedelta | None:
+        value = over.get(key, default)
+        return None if value is None else timedelta(seconds=value)
+
+    user_answer = get("user_answer_timeout_s", s.user_answer_timeout_s)
+    soc_decision = get("soc_timeout_s", s.soc_timeout_s)
+    assert user_answer is not None and soc_decision is not None
+    return Timeouts(
+        user_answer=user_answer,
+        soc_decision=soc_decision,
+        user_reminder=get("user_reminder_s", s.user_reminder_s),
+        soc_reminder=get("soc_reminder_s", s.soc_reminder_s),
+    )
 
 
 def slack_client(s: Settings) -> AsyncWebClient:
@@ -144,27 +165,57 @@ async def build(
         failed_then_success_window=timedelta(seconds=settings.failed_then_success_window_s),
         new_country_warmup=timedelta(days=settings.new_country_warmup_days),
     )
-    timeouts = Timeouts(
-        user_answer=timedelta(seconds=settings.user_answer_timeout_s),
-        soc_decision=timedelta(seconds=settings.soc_timeout_s),
-    )
-    cases = CaseService(engine, clock, params, timeouts, timedelta(seconds=settings.incident_window_s))
+    timeouts = ladder_rung(settings, {})
+    ladder = {Severity.parse(sev): ladder_rung(settings, over) for sev, over in settings.ladder.items()}
     crash = crash_points if crash_points is not None else set()
+    actions = {a.name: a for a in microsoft_actions(graph)}
+    tenant = settings.ms_tenant_id or "default"
+    cases = CaseService(
+        engine,
+        clock,
+        params,
+        timeouts,
+        timedelta(seconds=settings.incident_window_s),
+        ladder=ladder,
+        available_actions=tuple(actions),
+        destructive_actions=frozenset(n for n, a in actions.items() if a.destructive),
+        protected_users=frozenset(settings.protected_users),
+        tenant_default=tenant,
+    )
     executor = Executor(
         engine,
         clock,
-        {a.name: a for a in microsoft_actions(graph)},
+        actions,
         dry_run=settings.dry_run,
         reconcile_skew=timedelta(seconds=settings.reconcile_skew_s),
         crash_points=crash,
     )
-    dispatcher = Dispatcher(engine, clock, cases, slack, executor, soc_channel=settings.soc_channel or "")
+    pager = None
+    if settings.pagerduty_routing_key is not None:
+        pager = PagerDuty(
+            httpx.AsyncClient(timeout=10.0),
+            settings.pagerduty_routing_key.get_secret_value(),
+            base_url=settings.pagerduty_url,
+        )
+    dispatcher = Dispatcher(
+        engine,
+        clock,
+        cases,
+        slack,
+        executor,
+        soc_channel=settings.soc_channel or "",
+        pager=pager,
+        soc_usergroup=settings.soc_usergroup,
+        oncall_usergroup=settings.oncall_usergroup,
+        recovery_url=settings.password_recovery_url,
+        helpdesk=settings.helpdesk_contact,
+    )
     poller = EntraSignInPoller(
         graph,
         engine,
         clock,
         cases,
-        tenant=settings.ms_tenant_id or "default",
+        tenant=tenant,
         delay=timedelta(seconds=settings.signin_delay_s),
         overlap=timedelta(seconds=settings.signin_overlap_s),
         initial_lookback=timedelta(seconds=settings.initial_lookback_s),
@@ -179,7 +230,15 @@ async def build(
     async def kick() -> None:
         await services_ref[0].kick()
 
-    interactions = Interactions(cases, SocDirectory(slack, settings.soc_usergroup or ""), clock, kick)
+    interactions = Interactions(
+        cases,
+        SocDirectory(slack, settings.soc_usergroup or ""),
+        clock,
+        kick,
+        client=slack,
+        soc_channel=settings.soc_channel or "",
+        available_actions=tuple(actions),
+    )
     register(bolt, interactions)
     services = Services(
         settings, clock, engine, slack, graph, cases, executor, dispatcher, poller, bolt, interactions, crash

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from bot.audit import log as audit
 from bot.model import Case
 from bot.slack.ids import Ids
 from bot.store import repo
+from bot.store.tables import raw_events
 from sandbox.world import PEOPLE, Sandbox, eventually, sign_in
 
 
@@ -50,6 +53,22 @@ async def wait_card(sb: Sandbox, upn: str, which: str) -> dict[str, Any]:
     return sb.slack.message(ref.channel, ref.ts)
 
 
+async def wait_button(sb: Sandbox, upn: str, action_id: str) -> dict[str, Any]:
+    """The SOC card, once its latest update shows this button (updates are delivered asynchronously)."""
+    found: dict[str, Any] = {}
+
+    async def shown() -> bool:
+        case = await latest_case(sb, upn)
+        if case is None or case.soc_card is None:
+            return False
+        message = sb.slack.message(case.soc_card.channel, case.soc_card.ts)
+        found.update(message)
+        return action_id in str(message["blocks"])
+
+    await eventually(shown, what=f"{action_id} on the SOC card")
+    return found
+
+
 @dataclass(frozen=True)
 class Story:
     name: str
@@ -59,51 +78,167 @@ class Story:
     play: Callable[[Sandbox], Awaitable[None]]
 
 
-async def user_confirms(sb: Sandbox) -> None:
-    upn, name, gid = PEOPLE["U0ALICE"]
-    sb.graph.add_sign_in(
-        sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.9", country="PT", city="Lisbon", seq=1001)
-    )
+def benign(reason: str, scope: str = "none", days: int = 7) -> dict[str, dict[str, Any]]:
+    """view.state.values for the Benign… modal, as Slack sends them."""
+    return {
+        Ids.IN_REASON: {Ids.IN_REASON: {"type": "plain_text_input", "value": reason}},
+        Ids.IN_ALLOW_SCOPE: {Ids.IN_ALLOW_SCOPE: {"type": "static_select", "selected_option": {"value": scope}}},
+        Ids.IN_ALLOW_DAYS: {Ids.IN_ALLOW_DAYS: {"type": "static_select", "selected_option": {"value": str(days)}}},
+    }
+
+
+def contain(actions: list[str], reason: str) -> dict[str, dict[str, Any]]:
+    """view.state.values for the Contain… modal."""
+    return {
+        Ids.IN_ACTIONS: {Ids.IN_ACTIONS: {"type": "checkboxes", "selected_options": [{"value": a} for a in actions]}},
+        Ids.IN_REASON: {Ids.IN_REASON: {"type": "plain_text_input", "value": reason}},
+    }
+
+
+def modal_open(sb: Sandbox, user: str) -> bool:
+    return any(v["user"] == user for v in sb.slack.views.values())
+
+
+async def stored(sb: Sandbox, event_id: str) -> bool:
+    async with sb.bot.engine.connect() as conn:
+        row = (await conn.execute(select(raw_events.c.id).where(raw_events.c.event_id == event_id))).first()
+    return row is not None
+
+
+async def new_country_sign_in(sb: Sandbox, slack_id: str, country: str, city: str, ip: str, seq: int) -> str:
+    upn, name, gid = PEOPLE[slack_id]
+    record = sign_in(upn, gid, name, sb.clock.now(), ip=ip, country=country, city=city, seq=seq)
+    sb.graph.add_sign_in(record)
     sb.clock.advance(timedelta(minutes=3))  # past the poller's delayed watermark
-    card = await wait_card(sb, upn, "user_card")
+    return str(record["id"])
+
+
+async def user_confirms(sb: Sandbox) -> None:
+    await new_country_sign_in(sb, "U0ALICE", "PT", "Lisbon", "203.0.113.9", 1001)
+    card = await wait_card(sb, PEOPLE["U0ALICE"][0], "user_card")
     await sb.click("U0ALICE", card, Ids.USER_YES)
-    await wait_state(sb, upn, "closed_benign", "alice's case to close")
+    await wait_state(sb, PEOPLE["U0ALICE"][0], "closed_benign", "alice's case to close")
+
+
+ATTACKER: dict[str, Any] = {
+    "ip": "185.220.101.4",
+    "country": "RU",
+    "city": "Moscow",
+    "client": "Other clients",
+    "ua": "python-requests/2.32.3",
+}
+
+
+async def password_guessed(sb: Sandbox, slack_id: str, seq: int) -> None:
+    """Six failures then a success from the attacker's network (high severity)."""
+    upn, name, gid = PEOPLE[slack_id]
+    t0 = sb.clock.now()
+    for i in range(6):
+        sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=seq + i, **ATTACKER))
+    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=seq + 10, **ATTACKER))
+    sb.clock.advance(timedelta(minutes=7))
 
 
 async def user_denies_soc_contains(sb: Sandbox) -> None:
-    upn, name, gid = PEOPLE["U0DAVE"]
-    t0 = sb.clock.now()
-    attacker: dict[str, Any] = {
-        "ip": "185.220.101.4",
-        "country": "RU",
-        "city": "Moscow",
-        "client": "Other clients",
-        "ua": "python-requests/2.32.3",
-    }
-    for i in range(6):
-        sb.graph.add_sign_in(
-            sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i, **attacker)
-        )
-    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, **attacker))
-    sb.clock.advance(timedelta(minutes=7))
+    upn = PEOPLE["U0DAVE"][0]
+    await password_guessed(sb, "U0DAVE", 2000)
     card = await wait_card(sb, upn, "user_card")
     await sb.click("U0DAVE", card, Ids.USER_NO)
     soc = await wait_card(sb, upn, "soc_card")
     await sb.click("U0BOB", soc, Ids.SOC_REVOKE)
     await wait_state(sb, upn, "contained", "dave's case to be contained")
+    # the employee is told what was done and what to do now
+    await eventually(
+        lambda: any("secured" in m["text"] for m in sb.slack.messages(sb.slack.dm_channel("U0DAVE"))),
+        what="dave's after-containment DM",
+    )
 
 
 async def user_silent_soc_dismisses(sb: Sandbox) -> None:
-    upn, name, gid = PEOPLE["U0ERIN"]
-    sb.graph.add_sign_in(
-        sign_in(upn, gid, name, sb.clock.now(), ip="203.0.113.77", country="BR", city="São Paulo", seq=3001)
-    )
-    sb.clock.advance(timedelta(minutes=3))
+    upn = PEOPLE["U0ERIN"][0]
+    await new_country_sign_in(sb, "U0ERIN", "BR", "São Paulo", "203.0.113.77", 3001)
     await wait_card(sb, upn, "user_card")
     sb.clock.advance(timedelta(seconds=sb.bot.settings.user_answer_timeout_s + 1))  # erin never answers
     soc = await wait_card(sb, upn, "soc_card")
-    await sb.click("U0CAROL", soc, Ids.SOC_DISMISS)
+    await sb.click("U0CAROL", soc, Ids.SOC_BENIGN)
+    await eventually(lambda: modal_open(sb, "U0CAROL"), what="the Benign… modal")
+    await sb.submit_modal(
+        "U0CAROL",
+        benign("Erin is on a customer visit in São Paulo (confirmed by her manager)", scope="country", days=7),
+    )
     await wait_state(sb, upn, "closed_benign", "erin's case to be dismissed")
+
+
+async def soc_silent_pages_oncall(sb: Sandbox) -> None:
+    upn = PEOPLE["U0HEIDI"][0]
+    await password_guessed(sb, "U0HEIDI", 4000)
+    card = await wait_card(sb, upn, "user_card")
+    await sb.click("U0HEIDI", card, Ids.USER_NO)
+    await wait_card(sb, upn, "soc_card")
+    sb.clock.advance(timedelta(seconds=sb.bot.settings.soc_timeout_s + 1))  # the SOC is silent
+    case = await wait_state(sb, upn, "escalated", "heidi's case to escalate")
+    await eventually(lambda: sb.pagerduty.actions(case.id) == ["trigger"], what="the page")
+    soc = await wait_card(sb, upn, "soc_card")
+    soc = await wait_button(sb, upn, Ids.SOC_TAKE)
+    await sb.click("U0CAROL", soc, Ids.SOC_TAKE)  # on-call takes it: PagerDuty is acknowledged
+    await eventually(lambda: sb.pagerduty.actions(case.id) == ["trigger", "acknowledge"], what="the acknowledge")
+    soc = await wait_card(sb, upn, "soc_card")
+    await sb.click("U0CAROL", soc, Ids.SOC_REVOKE)
+    await wait_state(sb, upn, "contained", "heidi's case to be contained")
+    await eventually(
+        lambda: sb.pagerduty.actions(case.id) == ["trigger", "acknowledge", "resolve"], what="the page to resolve"
+    )
+
+
+async def wrong_person(sb: Sandbox) -> None:
+    upn = PEOPLE["U0IVAN"][0]
+    await new_country_sign_in(sb, "U0IVAN", "NG", "Lagos", "203.0.113.88", 5001)
+    card = await wait_card(sb, upn, "user_card")
+    await sb.click("U0IVAN", card, Ids.USER_NOT_ME)
+    soc = await wait_card(sb, upn, "soc_card")
+    if "This isn't about me" not in str(soc["blocks"]):
+        raise AssertionError("the SOC card does not show the wrong-person answer")
+    await sb.click("U0BOB", soc, Ids.SOC_REVOKE)
+    await wait_state(sb, upn, "contained", "ivan's case to be contained")
+
+
+async def two_person_rule(sb: Sandbox) -> None:
+    upn = PEOPLE["U0FRANK"][0]  # a protected account (the CFO): never contained by one person
+    await new_country_sign_in(sb, "U0FRANK", "RU", "Moscow", "185.220.101.4", 6001)
+    card = await wait_card(sb, upn, "user_card")
+    await sb.click("U0FRANK", card, Ids.USER_NO)
+    soc = await wait_card(sb, upn, "soc_card")
+    await sb.click("U0BOB", soc, Ids.SOC_CONTAIN)
+    await eventually(lambda: modal_open(sb, "U0BOB"), what="the Contain… modal")
+    await sb.submit_modal("U0BOB", contain(["revoke_sessions"], "CFO denies the Moscow sign-in"))
+    await wait_state(sb, upn, "awaiting_second_approval", "the first approval")
+    soc = await wait_button(sb, upn, Ids.SOC_SECOND_APPROVAL)
+    await sb.click("U0BOB", soc, Ids.SOC_SECOND_APPROVAL)  # the same person cannot approve twice
+    await eventually(
+        lambda: any("different" in e["text"] for e in sb.slack.ephemerals if e["user"] == "U0BOB"), what="bob's refusal"
+    )
+    if sb.graph.writes() and any(upn in w["path"] or PEOPLE["U0FRANK"][2] in w["path"] for w in sb.graph.writes()):
+        raise AssertionError("containment ran on one approval")
+    await sb.click("U0CAROL", soc, Ids.SOC_SECOND_APPROVAL)
+    await wait_state(sb, upn, "contained", "frank's case to be contained")
+
+
+async def travel_declared(sb: Sandbox) -> None:
+    until = (sb.clock.now() + timedelta(days=14)).date().isoformat()
+    reply = await sb.command("U0GRACE", f"travel JP until {until}")
+    if reply.status_code != 200:
+        raise AssertionError(f"slash command answered {reply.status_code}")
+    await eventually(lambda: any("Travel" in m["text"] for m in sb.soc_cards()), what="the travel card")
+    travel = next(m for m in reversed(sb.soc_cards()) if "Travel" in m["text"])
+    await sb.click("U0BOB", travel, Ids.TRAVEL_APPROVE)
+    await eventually(
+        lambda: any("approved" in m["text"] for m in sb.slack.messages(sb.slack.dm_channel("U0GRACE"))),
+        what="grace's approval DM",
+    )
+    sb.clock.advance(timedelta(days=2))
+    record_id = await new_country_sign_in(sb, "U0GRACE", "JP", "Tokyo", "203.0.113.120", 7001)
+    await eventually(lambda: stored(sb, record_id), what="the Tokyo sign-in to be read")
+    await sb.bot.dispatcher.drain()
 
 
 STORIES = [
@@ -125,8 +260,36 @@ STORIES = [
         "user-silent-soc-dismisses",
         "closed_benign",
         "U0ERIN",
-        "a sign-in from a new country; no answer; the timeout puts it before the SOC, who dismisses it",
+        "a sign-in from a new country; no answer; the timeout puts it before the SOC, who closes it as benign",
         user_silent_soc_dismisses,
+    ),
+    Story(
+        "soc-silent-pages-oncall",
+        "contained",
+        "U0HEIDI",
+        "the user answers No; nobody in the SOC acts; on-call is paged, takes it (acknowledge) and contains (resolve)",
+        soc_silent_pages_oncall,
+    ),
+    Story(
+        "wrong-person",
+        "contained",
+        "U0IVAN",
+        "the user answers This isn't about me; the SOC sees it and revokes sessions",
+        wrong_person,
+    ),
+    Story(
+        "two-person-rule",
+        "contained",
+        "U0FRANK",
+        "a protected account: one analyst approves, cannot approve twice, a second analyst approves",
+        two_person_rule,
+    ),
+    Story(
+        "travel-declared",
+        "no case",
+        "U0GRACE",
+        "the employee declares a trip with /mailwarden travel; the SOC approves; the sign-in from there is quiet",
+        travel_declared,
     ),
 ]
 

@@ -108,7 +108,12 @@ class SlackEmulator:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "usergroups.users.list": self._usergroups_users_list,
+            "views.open": self._views_open,
+            "views.publish": self._views_publish,
         }
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> {"user", "view", "type"}
+        self.homes: dict[str, dict[str, Any]] = {}  # user id -> published Home view
+        self._triggers: dict[str, tuple[str, float]] = {}  # trigger_id -> (user, issued at, monotonic)
         self.app = Starlette(
             routes=[
                 Route("/api/{method}", self._api, methods=["GET", "POST"]),
@@ -315,6 +320,25 @@ class SlackEmulator:
 
     # --- state --------------------------------------------------------------------------------------
 
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(args.get("trigger_id") or "")
+        issued = self._triggers.pop(trigger, None)
+        if issued is None:
+            raise SlackError("invalid_trigger_id" if trigger else "invalid_arguments")
+        if time.monotonic() - issued[1] > 3.0:  # trigger_ids live about 3 seconds
+            raise SlackError("expired_trigger_id")
+        view = _parse_view(args.get("view"), "modal")
+        view_id = f"V{secrets.token_hex(5).upper()}"
+        self.views[view_id] = {"user": issued[0], "view": view, "type": "modal"}
+        return {"view": {"id": view_id, **view}}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(args.get("user_id") or "")
+        self._require_user(user_id)
+        view = _parse_view(args.get("view"), "home")
+        self.homes[user_id] = view
+        return {"view": {"id": f"V{secrets.token_hex(5).upper()}", **view}}
+
     def _require_user(self, user_id: str) -> dict[str, Any]:
         if user_id not in self._users:
             raise SlackError("user_not_found")
@@ -403,6 +427,7 @@ class SlackEmulator:
         }
         if value is not None or "value" in button:
             action["value"] = value if value is not None else button["value"]
+        trigger = f"{secrets.randbelow(10**11)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"
         payload = {
             "type": "block_actions",
             "user": {"id": user_id, "username": user["name"], "name": user["name"], "team_id": self.team_id},
@@ -415,24 +440,126 @@ class SlackEmulator:
                 "channel_id": message["channel"],
                 "is_ephemeral": False,
             },
-            "trigger_id": f"{secrets.randbelow(10**11)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}",
+            "trigger_id": trigger,
             "channel": {"id": message["channel"], "name": self._channels.get(message["channel"], "")},
             "message": self._wire(message),
             "response_url": f"{self.base_url}/response/{hook}",
             "actions": [action],
             "state": {"values": {}},
         }
+        self._triggers[trigger] = (user_id, time.monotonic())
         body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+        return await self._send_signed(request_url, body, "application/x-www-form-urlencoded", timestamp, signature)
+
+    async def _send_signed(
+        self,
+        request_url: str,
+        body: bytes,
+        content_type: str,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> httpx.Response:
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         digest = hmac.new(self.signing_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
         headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
             "X-Slack-Request-Timestamp": stamp,
             "X-Slack-Signature": signature if signature is not None else f"v0={digest.hexdigest()}",
         }
         self.last_delivery = (body, headers)
         return await _deliver(request_url, body, headers)
+
+    def open_view(self, user_id: str) -> dict[str, Any]:
+        """The modal most recently opened for this user (raises LookupError if none)."""
+        for view_id in reversed(list(self.views)):
+            if self.views[view_id]["user"] == user_id:
+                return {"id": view_id, **copy.deepcopy(self.views[view_id]["view"])}
+        raise LookupError(f"no modal open for {user_id}")
+
+    async def submit(
+        self, *, request_url: str, user_id: str, view_id: str, values: dict[str, dict[str, Any]]
+    ) -> httpx.Response:
+        """Deliver a view_submission for an open modal. `values` is {block_id: {action_id: value-object}},
+        exactly the shape Slack puts in view.state.values."""
+        stored = self.views.get(view_id)
+        if stored is None or stored["user"] != user_id:
+            raise LookupError(f"view {view_id} is not open for {user_id}")
+        view = copy.deepcopy(stored["view"])
+        user = self._users.get(user_id, {"name": user_id})
+        payload = {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "sandbox"},
+            "user": {"id": user_id, "username": user["name"], "name": user["name"], "team_id": self.team_id},
+            "api_app_id": self.app_id,
+            "token": "legacy-verification-token",
+            "trigger_id": f"{secrets.randbelow(10**11)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}",
+            "view": {
+                "id": view_id,
+                "team_id": self.team_id,
+                "type": "modal",
+                "callback_id": view.get("callback_id", ""),
+                "private_metadata": view.get("private_metadata", ""),
+                "title": view.get("title"),
+                "blocks": view.get("blocks", []),
+                "state": {"values": values},
+                "hash": secrets.token_hex(8),
+                "app_id": self.app_id,
+                "bot_id": self.bot_id,
+            },
+            "response_urls": [],
+        }
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+        response = await self._send_signed(request_url, body, "application/x-www-form-urlencoded")
+        if response.status_code == 200 and not response.content.strip():
+            self.views.pop(view_id, None)  # an empty 200 closes the modal
+        return response
+
+    async def slash(
+        self, *, request_url: str, user_id: str, text: str, command: str = "/mailwarden", channel: str | None = None
+    ) -> httpx.Response:
+        """Deliver a slash command as Slack does: signed, form-encoded fields, with a response_url."""
+        channel = channel or self.dm_channel(user_id)
+        hook = secrets.token_urlsafe(16)
+        self._hooks[hook] = (channel, "", user_id)
+        trigger = f"{secrets.randbelow(10**11)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"
+        self._triggers[trigger] = (user_id, time.monotonic())
+        fields = {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "team_domain": "sandbox",
+            "channel_id": channel,
+            "channel_name": self._channels.get(channel, "directmessage"),
+            "user_id": user_id,
+            "user_name": self._users.get(user_id, {"name": user_id})["name"],
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "response_url": f"{self.base_url}/response/{hook}",
+            "trigger_id": trigger,
+        }
+        return await self._send_signed(request_url, urlencode(fields).encode(), "application/x-www-form-urlencoded")
+
+    async def app_home_opened(self, *, request_url: str, user_id: str) -> httpx.Response:
+        """Deliver the Events API app_home_opened event (signed JSON, event_callback envelope)."""
+        envelope = {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "type": "event_callback",
+            "event_id": f"Ev{secrets.token_hex(5).upper()}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user_id,
+                "channel": self.dm_channel(user_id),
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+            "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True}],
+        }
+        body = json.dumps(envelope, separators=(",", ":")).encode()
+        return await self._send_signed(request_url, body, "application/json")
 
     async def redeliver(self, request_url: str) -> httpx.Response:
         """Send the last delivery again, byte for byte: what a replaying attacker would do."""
@@ -481,6 +608,30 @@ class SlackEmulator:
             )
         rec.handled = True
         return PlainTextResponse("ok")
+
+
+def _parse_view(raw: Any, expected: str) -> dict[str, Any]:
+    """Views arrive as a JSON object or string; enforce what Slack enforces on them."""
+    try:
+        view = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise SlackError("invalid_arguments") from None
+    if not isinstance(view, dict) or view.get("type") != expected:
+        raise SlackError("invalid_arguments")
+    blocks = view.get("blocks") or []
+    if not isinstance(blocks, list) or len(blocks) > 100:
+        raise SlackError("invalid_blocks")
+    if expected == "modal":
+        for key in ("title", "submit", "close"):
+            text = (view.get(key) or {}).get("text", "")
+            if len(text) > 24:
+                raise SlackError("invalid_arguments", [f"{key} must be 24 characters or fewer"])
+        if len(str(view.get("private_metadata", ""))) > 3000 or len(str(view.get("callback_id", ""))) > 255:
+            raise SlackError("invalid_arguments")
+    _parse_blocks([b for b in blocks if b.get("type") != "input"])  # per-block limits, as for messages
+    if len(json.dumps(view)) > 250_000:
+        raise SlackError("view_too_large")
+    return copy.deepcopy(view)
 
 
 def _hook_failure(rec: RecordedRequest, status: int, error: str) -> Response:

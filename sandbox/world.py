@@ -20,6 +20,7 @@ from bot.scheduler import build_scheduler
 from bot.web import build_web
 from bot.wiring import Services, build
 from sandbox.graph import GraphEmulator, format_graph_time
+from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.server import LoopbackServer
 from sandbox.slack import SlackEmulator
 
@@ -57,8 +58,15 @@ PEOPLE = {
     "U0BOB": ("bob@contoso.example", "Bob Baker (SOC)", "11111111-0000-0000-0000-000000000002"),
     "U0CAROL": ("carol@contoso.example", "Carol Chen (SOC)", "11111111-0000-0000-0000-000000000003"),
     "U0MALLORY": ("mallory@contoso.example", "Mallory Moss", "11111111-0000-0000-0000-000000000006"),
+    "U0FRANK": ("frank@contoso.example", "Frank Fischer (CFO)", "11111111-0000-0000-0000-000000000007"),
+    "U0GRACE": ("grace@contoso.example", "Grace Green", "11111111-0000-0000-0000-000000000008"),
+    "U0HEIDI": ("heidi@contoso.example", "Heidi Hall", "11111111-0000-0000-0000-000000000009"),
+    "U0IVAN": ("ivan@contoso.example", "Ivan Ivanov", "11111111-0000-0000-0000-000000000010"),
 }
 SOC_MEMBERS = ["U0BOB", "U0CAROL"]
+ONCALL_GROUP = "S0ONCALL"
+PD_ROUTING_KEY = "R0SANDBOX00000000000000000000000"
+TRAVELLERS = ("U0ALICE", "U0DAVE", "U0ERIN", "U0FRANK", "U0GRACE", "U0HEIDI", "U0IVAN")
 
 
 def sign_in(
@@ -136,6 +144,8 @@ class Sandbox:
         self.clock = clock or SimClock(START)
         self.graph = GraphEmulator(self.clock.now, token=GRAPH_TOKEN, tenant_id=TENANT)
         self.slack = SlackEmulator(enforce_limits=enforce_slack_limits)
+        self.pagerduty = PagerDutyEmulator()
+        self.pagerduty_url = ""
         self.overrides = overrides or {}
         self.crash_points: set[str] = set()
         self._servers: list[LoopbackServer] = []
@@ -167,6 +177,14 @@ class Sandbox:
             "user_answer_timeout_s": 900,
             "soc_timeout_s": 1800,
             "new_country_warmup_days": 7,
+            "user_reminder_s": 600,
+            "soc_reminder_s": 900,
+            "pagerduty_routing_key": PD_ROUTING_KEY,
+            "pagerduty_url": self.pagerduty_url,
+            "oncall_usergroup": ONCALL_GROUP,
+            "password_recovery_url": "https://passwordreset.microsoftonline.com/",
+            "helpdesk_contact": "the IT helpdesk (#it-help, +1 555 0100)",
+            "protected_users": ["frank@contoso.example"],
         }
         values.update(self.overrides)
         return Settings.model_validate(values)
@@ -177,8 +195,9 @@ class Sandbox:
             self.graph.add_user(gid, upn, name, sign_in_sessions_valid_from=START - timedelta(days=60))
         self.slack.add_channel(SOC_CHANNEL, "soc-mailwarden")
         self.slack.add_usergroup(SOC_GROUP, "soc", SOC_MEMBERS)
+        self.slack.add_usergroup(ONCALL_GROUP, "soc-oncall", ["U0CAROL"])
         # a month of ordinary history: weekday sign-ins from New York
-        for uid in ("U0ALICE", "U0DAVE", "U0ERIN"):
+        for uid in TRAVELLERS:
             upn, name, gid = PEOPLE[uid]
             for day in range(30, 0, -2):
                 at = START - timedelta(days=day) + timedelta(minutes=17 * (day % 5))
@@ -187,9 +206,11 @@ class Sandbox:
     async def start(self) -> Sandbox:
         graph_srv = LoopbackServer(self.graph.app, "graph")
         slack_srv = LoopbackServer(self.slack.app, "slack")
+        pd_srv = LoopbackServer(self.pagerduty.app, "pagerduty")
         self.graph_url = await graph_srv.start()
         self.slack.base_url = await slack_srv.start()
-        self._servers += [graph_srv, slack_srv]
+        self.pagerduty_url = await pd_srv.start()
+        self._servers += [graph_srv, slack_srv, pd_srv]
         await self._start_bot()
         return self
 
@@ -235,6 +256,16 @@ class Sandbox:
 
     def soc_cards(self) -> list[dict[str, Any]]:
         return [m for m in self.slack.messages(SOC_CHANNEL) if not m.get("thread_ts")]
+
+    async def submit_modal(self, slack_user: str, values: dict[str, dict[str, Any]]) -> Any:
+        """Submit the modal the bot opened for this user, with Slack's view.state.values shape."""
+        view = self.slack.open_view(slack_user)
+        return await self.slack.submit(
+            request_url=self.request_url, user_id=slack_user, view_id=view["id"], values=values
+        )
+
+    async def command(self, slack_user: str, text: str) -> Any:
+        return await self.slack.slash(request_url=self.request_url, user_id=slack_user, text=text)
 
     async def click(self, slack_user: str, message: dict[str, Any], action_id: str, **kw: Any) -> Any:
         return await self.slack.click(

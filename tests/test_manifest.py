@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 from slack_sdk.web.async_client import AsyncWebClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifest.yml"
 SCHEMA = ROOT / "tests" / "data" / "slack-app-manifest.schema.json"
-SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "slack-app-manifest.schema.json"
 SCANNED = ("bot", "actions")
 
 # Slack Web API method -> bot scopes it needs (https://docs.slack.dev/reference/methods/<method>).
@@ -197,11 +195,8 @@ def test_manifest_values_the_schema_cannot_check() -> None:
         assert url.startswith("https://") and url.endswith("/slack/events"), url
 
 
-def test_schema_copy_matches_shared_reference() -> None:
-    if not SHARED_SCHEMA.exists():
-        pytest.skip("no shared reference copy next to this checkout")
-    assert json.loads(SHARED_SCHEMA.read_text(encoding="utf-8")) == _load_schema()
-    assert (SCHEMA.parent / (SCHEMA.name + ".source.txt")).exists()
+def test_schema_copy_names_its_source() -> None:
+    assert (SCHEMA.parent / (SCHEMA.name + ".source.txt")).read_text().strip()
 
 
 def test_scan_sees_the_slack_calls() -> None:

@@ -1,17 +1,113 @@
-"""A user's baseline, updated one event at a time. Pure and bounded: old entries age out."""
+"""A user's baseline, updated one event at a time. Pure and bounded: old entries age out.
+
+Only the user's own *successful* sign-ins teach the baseline (an attacker's failures must not
+become "usual"); failures are kept briefly for failed_then_success; consents remember which OAuth
+clients the user already granted. Every list keeps `(value, last seen)` pairs, drops those older
+than its memory and keeps at most its limit, newest last. The hour-of-week histogram is halved
+whenever it passes `hours_cap`, so last year's habits fade.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from bot.detect import Params
-from bot.model import Event, FailedAttempt, Profile
+from bot.model import Event, FailedAttempt, Located, Profile
+
+K = TypeVar("K", bound=Hashable)
+
+HOURS_PER_WEEK = 168
+
+
+def remember(
+    entries: tuple[tuple[K, datetime], ...], key: K, at: datetime, memory: timedelta, limit: int
+) -> tuple[tuple[K, datetime], ...]:
+    """Record `key` as seen at `at`, age out what is older than `memory`, keep the newest `limit`."""
+    seen = dict(entries)
+    prev = seen.get(key)
+    if prev is None or prev < at:
+        seen[key] = at
+    horizon = at - memory
+    fresh = sorted(((k, t) for k, t in seen.items() if t >= horizon), key=lambda kt: kt[1])
+    return tuple(fresh[-limit:]) if limit > 0 else ()
+
+
+def device_key(event: Event) -> str | None:
+    """The device as Entra knows it (deviceId), else its OS / browser pair."""
+    return event.device_id or event.device or None
+
+
+def hour_of_week(at: datetime) -> int:
+    return at.weekday() * 24 + at.hour
+
+
+def add_hour(hours: tuple[int, ...], at: datetime, cap: int) -> tuple[int, ...]:
+    counts = list(hours) if len(hours) == HOURS_PER_WEEK else [0] * HOURS_PER_WEEK
+    counts[hour_of_week(at)] += 1
+    if sum(counts) > cap:
+        counts = [c // 2 for c in counts]
+    return tuple(counts)
+
+
+def with_tz(profile: Profile, tz: str | None) -> Profile:
+    """The user's IANA time zone (e.g. Slack's `tz`), learned outside the log records."""
+    return profile if profile.tz == tz else replace(profile, tz=tz)
+
+
+def _locations(p: Profile, event: Event, params: Params) -> tuple[Located, ...]:
+    if not event.country and event.latitude is None:
+        return p.recent_locations
+    keep = max(params.travel_window, params.travel_country_window)
+    here = Located(
+        at=event.occurred_at, country=event.country, latitude=event.latitude, longitude=event.longitude, ip=event.ip
+    )
+    kept = [loc for loc in p.recent_locations if loc.at >= event.occurred_at - keep]
+    return tuple(sorted([*kept, here], key=lambda loc: loc.at)[-params.max_locations :])
+
+
+def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:
+    at, memory = event.occurred_at, params.baseline_memory
+    countries = p.countries
+    if event.country:
+        countries = remember(countries, event.country, at, params.country_memory, params.max_countries)
+    else:  # still age out what is old, as before
+        horizon = at - params.country_memory
+        countries = tuple(ct for ct in countries if ct[1] >= horizon)[-params.max_countries :]
+    dev = device_key(event)
+    return replace(
+        p,
+        countries=countries,
+        sign_ins=p.sign_ins + 1,
+        asns=remember(p.asns, event.asn, at, memory, params.max_asns) if event.asn is not None else p.asns,
+        devices=remember(p.devices, dev, at, memory, params.max_devices) if dev else p.devices,
+        user_agents=remember(p.user_agents, event.user_agent, at, memory, params.max_user_agents)
+        if event.user_agent
+        else p.user_agents,
+        client_apps=remember(p.client_apps, event.client_app, at, memory, params.max_client_apps)
+        if event.client_app
+        else p.client_apps,
+        known_ips=remember(p.known_ips, event.ip, at, memory, params.max_known_ips) if event.ip else p.known_ips,
+        # Non-interactive sign-ins are token refreshes at any hour; only a person's sign-ins say when they work.
+        hours=add_hour(p.hours, at, params.hours_cap) if event.interactive else p.hours,
+        recent_locations=_locations(p, event, params),
+    )
 
 
 def observe(profile: Profile | None, event: Event, params: Params) -> Profile:
     p = profile or Profile(user_principal=event.user_principal, first_seen=event.occurred_at)
     if event.occurred_at < p.first_seen:
         p = replace(p, first_seen=event.occurred_at)
+    if event.kind == "consent" and event.success and (event.app_id or event.target):
+        key = event.app_id or event.target or ""
+        return replace(
+            p,
+            granted_apps=remember(
+                p.granted_apps, key, event.occurred_at, params.consent_memory, params.max_granted_apps
+            ),
+        )
     if event.kind != "sign_in":
         return p
     if not event.success:
@@ -19,11 +115,4 @@ def observe(profile: Profile | None, event: Event, params: Params) -> Profile:
         kept = tuple(f for f in p.recent_failures if f.at >= horizon)
         kept = (*kept, FailedAttempt(at=event.occurred_at, ip=event.ip))
         return replace(p, recent_failures=tuple(sorted(kept, key=lambda f: f.at))[-params.max_failures_kept :])
-    countries = dict(p.countries)
-    if event.country:
-        seen = countries.get(event.country)
-        if seen is None or seen < event.occurred_at:
-            countries[event.country] = event.occurred_at
-    horizon = event.occurred_at - params.country_memory
-    fresh = sorted(((c, t) for c, t in countries.items() if t >= horizon), key=lambda ct: ct[1])
-    return replace(p, countries=tuple(fresh[-params.max_countries :]), sign_ins=p.sign_ins + 1)
+    return _learn_sign_in(p, event, params)

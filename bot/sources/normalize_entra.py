@@ -3,21 +3,40 @@
 Field shapes: reference/api-contracts.md §1.2 and detections.md §2.1. Real records vary
 (null nested objects, string-typed error codes, 7-digit fractions), so every read has a default
 and a record is rejected only when it lacks what a detection cannot do without.
+
+Both the v1.0 and the beta shape are read (beta adds `signInEventTypes`, `authenticationProtocol`,
+`autonomousSystemNumber`…), interactive and non-interactive alike, and so is the Azure Monitor
+export that wraps the same object in `properties` (the form Panther, Elastic and Sentinel rules use).
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import json
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from bot.model import Event, Rejection
+from bot.sources.normalize_common import (
+    boolean,
+    canonical_bytes,
+    digest_id,
+    integer,
+    ip,
+    latlon,
+    obj,
+    params,
+    parse_time,
+    strings,
+    text,
+)
+
+__all__ = ["SOURCE", "canonical_bytes", "normalize_signin", "parse_time", "record_id", "unwrap"]
 
 SOURCE = "entra_signin"
+
+# Identity Protection risk types that describe the network the sign-in came from
+# (Graph riskEventType values, detections.md A3); risky_ip reads these as provider flags.
+ANONYMIZER_RISKS = frozenset({"anonymizedIPAddress"})
+BAD_IP_RISKS = frozenset({"maliciousIPAddress", "malwareInfectedIPAddress", "suspiciousIPAddress", "riskyIPAddress"})
 
 
 def record_id(record: Any) -> str:
@@ -26,111 +45,133 @@ def record_id(record: Any) -> str:
         rid = record.get("id")
         if isinstance(rid, str) and rid.strip():
             return rid.strip()[:200]
-    return "sha256:" + hashlib.sha256(canonical_bytes(record)).hexdigest()
+        inner = record.get("properties")
+        if isinstance(inner, dict) and isinstance(inner.get("id"), str) and inner["id"].strip():
+            return str(inner["id"]).strip()[:200]
+    return digest_id(record)
 
 
-def canonical_bytes(record: Any) -> bytes:
-    """The record as sorted-key JSON; stdlib json for what orjson refuses (integers past 64 bits)."""
-    try:
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return json.dumps(record, sort_keys=True, default=str).encode()
+def unwrap(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The signIn object and the Azure Monitor category when the record is that export's wrapper."""
+    inner = record.get("properties")
+    if "createdDateTime" not in record and isinstance(inner, dict):
+        category = text(record.get("category"), 64)
+        return inner, category
+    return record, None
 
 
-def parse_time(value: Any) -> datetime:
-    """ISO 8601 with any number of fractional digits; naive values are UTC (as Graph means them)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("missing timestamp")
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = ""
-        i = 0
-        while i < len(rest) and rest[i].isdigit():
-            digits += rest[i]
-            i += 1
-        text = f"{head}.{(digits + '000000')[:6]}{rest[i:]}"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+def _interactive(record: dict[str, Any], category: str | None) -> bool:
+    """Beta's `signInEventTypes` is the most specific; then `isInteractive`; then the export's category."""
+    types = strings(record.get("signInEventTypes"), 64)
+    if types:
+        return "interactiveUser" in types
+    flag = boolean(record.get("isInteractive"))
+    if flag is not None:
+        return flag
+    if category is not None:
+        return category == "SignInLogs"
+    return True
 
 
-def _text(value: Any, limit: int = 512) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        out = str(value).strip()
-        return out[:limit] or None
-    return None
+def _scopes(details: Any) -> tuple[str, ...]:
+    """`authenticationProcessingDetails` "Oauth Scope Info" holds a JSON-encoded list of scopes."""
+    for entry in details if isinstance(details, list) else []:
+        if isinstance(entry, dict) and entry.get("key") == "Oauth Scope Info":
+            raw = entry.get("value")
+            try:
+                parsed = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                parsed = raw.split() if isinstance(raw, str) else []
+            return strings(parsed, 128)
+    return ()
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("boolean where a number belongs")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    if value is None:
-        return 0
-    raise ValueError(f"not an integer: {type(value).__name__}")
-
-
-def _ip(value: Any) -> str | None:
-    text = _text(value, 64)
-    if text is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None  # "invalid IP text" happens in real logs; keep the sign-in, drop the IP
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _flags(risk_types: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    if ANONYMIZER_RISKS.intersection(risk_types):
+        out.append("anonymizer")
+    if BAD_IP_RISKS.intersection(risk_types):
+        out.append("malicious_ip")
+    return tuple(out)
 
 
 def normalize_signin(record: Any, tenant: str) -> Event | Rejection:
     rid = record_id(record)
     if not isinstance(record, dict):
         return Rejection(SOURCE, rid, f"record is a {type(record).__name__}, not an object")
+    record, category = unwrap(record)
     try:
         occurred = parse_time(record.get("createdDateTime"))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         return Rejection(SOURCE, rid, f"createdDateTime: {exc}")
-    upn = _text(record.get("userPrincipalName"), 320)
+    upn = text(record.get("userPrincipalName"), 320)
     if upn is None:
         return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
-    status = _dict(record.get("status"))
-    try:
-        code = _int(status.get("errorCode"))
-    except ValueError as exc:
-        return Rejection(SOURCE, rid, f"status.errorCode: {exc}")
-    location = _dict(record.get("location"))
-    device = _dict(record.get("deviceDetail"))
+    status = obj(record.get("status"))
+    raw_code = status.get("errorCode")
+    code = integer(raw_code) if raw_code is not None else 0
+    if code is None:
+        return Rejection(SOURCE, rid, f"status.errorCode: not an integer: {type(raw_code).__name__}")
+    location = obj(record.get("location"))
+    geo = obj(location.get("geoCoordinates"))
+    lat, lon = latlon(geo.get("latitude"), geo.get("longitude"))
+    device = obj(record.get("deviceDetail"))
     device_text = " / ".join(
-        t for t in (_text(device.get("operatingSystem"), 100), _text(device.get("browser"), 100)) if t
+        t for t in (text(device.get("operatingSystem"), 100), text(device.get("browser"), 100)) if t
     )
-    interactive = record.get("isInteractive")
+    risk_types = strings(record.get("riskEventTypes_v2"), 64) or strings(record.get("riskEventTypes"), 64)
+    risk_level = text(record.get("riskLevelDuringSignIn"), 16) or text(record.get("riskLevelAggregated"), 16)
+    networks = [n for d in _list(record.get("networkLocationDetails")) for n in strings(obj(d).get("networkNames"))]
     return Event(
         source=SOURCE,
         event_id=rid,
         tenant=tenant,
         occurred_at=occurred,
         user_principal=upn.lower(),
-        user_id=_text(record.get("userId"), 64),
-        user_display=_text(record.get("userDisplayName"), 256) or upn,
+        user_id=text(record.get("userId"), 64),
+        user_display=text(record.get("userDisplayName"), 256) or upn,
         kind="sign_in",
         success=code == 0,
         error_code=code,
-        failure_reason=_text(status.get("failureReason"), 512),
-        ip=_ip(record.get("ipAddress")),
-        country=(_text(location.get("countryOrRegion"), 8) or "").upper() or None,
-        city=_text(location.get("city"), 128),
-        app=_text(record.get("appDisplayName"), 256),
-        client_app=_text(record.get("clientAppUsed"), 128),
-        user_agent=_text(record.get("userAgent"), 512),
+        failure_reason=text(status.get("failureReason"), 512) if code != 0 else None,
+        ip=ip(record.get("ipAddress")),
+        country=(text(location.get("countryOrRegion"), 8) or "").upper() or None,
+        city=text(location.get("city"), 128),
+        app=text(record.get("appDisplayName"), 256),
+        client_app=text(record.get("clientAppUsed"), 128),
+        user_agent=text(record.get("userAgent"), 512),
         device=device_text or None,
-        interactive=interactive if isinstance(interactive, bool) else str(interactive).lower() != "false",
+        interactive=_interactive(record, category),
+        asn=integer(record.get("autonomousSystemNumber")),
+        latitude=lat,
+        longitude=lon,
+        flags=_flags(risk_types),
+        user_type=(text(record.get("userType"), 32) or "").lower() or None,
+        auth_protocol=text(record.get("authenticationProtocol"), 32),
+        auth_requirement=text(record.get("authenticationRequirement"), 64),
+        device_id=text(device.get("deviceId"), 64),
+        session_id=text(record.get("sessionId"), 64) or text(record.get("correlationId"), 64),
+        risk_types=risk_types,
+        risk_level=risk_level.lower() if risk_level else None,
+        risk_state=text(record.get("riskState"), 32),
+        operation="signIn",
+        workload="AzureActiveDirectory",
+        app_id=text(record.get("appId"), 64),
+        scopes=_scopes(record.get("authenticationProcessingDetails")),
+        parameters=params(
+            [
+                ("resource", record.get("resourceDisplayName")),
+                ("resource_id", record.get("resourceId")),
+                ("conditional_access", record.get("conditionalAccessStatus")),
+                ("token_issuer", record.get("tokenIssuerType")),
+                ("unique_token_id", record.get("uniqueTokenIdentifier")),
+                ("correlation_id", record.get("correlationId")),
+                ("named_networks", networks),
+                ("sign_in_event_types", list(strings(record.get("signInEventTypes"), 64))),
+            ]
+        ),
     )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.model import (
+    Approval,
     Case,
     CaseState,
     Decision,
@@ -13,6 +14,7 @@ from bot.model import (
     FailedAttempt,
     Finding,
     HistoryEntry,
+    Located,
     MessageRef,
     Profile,
     Severity,
@@ -84,6 +86,14 @@ def finding_from_dict(d: dict[str, Any]) -> Finding:
     )
 
 
+def _seen(entries: tuple[tuple[Any, datetime], ...]) -> list[list[Any]]:
+    return [[k, _t(t)] for k, t in entries]
+
+
+def _unseen(rows: Any, cast: type = str) -> tuple[tuple[Any, datetime], ...]:
+    return tuple((cast(k), _ptr(t)) for k, t in rows or [])
+
+
 def profile_to_dict(p: Profile) -> dict[str, Any]:
     return {
         "user_principal": p.user_principal,
@@ -91,16 +101,40 @@ def profile_to_dict(p: Profile) -> dict[str, Any]:
         "sign_ins": p.sign_ins,
         "countries": [[c, _t(t)] for c, t in p.countries],
         "recent_failures": [[_t(f.at), f.ip] for f in p.recent_failures],
+        "asns": _seen(p.asns),
+        "devices": _seen(p.devices),
+        "user_agents": _seen(p.user_agents),
+        "client_apps": _seen(p.client_apps),
+        "known_ips": _seen(p.known_ips),
+        "granted_apps": _seen(p.granted_apps),
+        "hours": list(p.hours),
+        "recent_locations": [
+            [_t(loc.at), loc.country, loc.latitude, loc.longitude, loc.ip] for loc in p.recent_locations
+        ],
+        "tz": p.tz,
     }
 
 
 def profile_from_dict(d: dict[str, Any]) -> Profile:
+    """Profiles stored before a key existed read it as empty (every field after `sign_ins` is optional)."""
     return Profile(
         user_principal=d["user_principal"],
         first_seen=_ptr(d["first_seen"]),
         sign_ins=int(d.get("sign_ins", 0)),
         countries=tuple((c, _ptr(t)) for c, t in d.get("countries", [])),
         recent_failures=tuple(FailedAttempt(at=_ptr(t), ip=ip) for t, ip in d.get("recent_failures", [])),
+        asns=_unseen(d.get("asns"), int),
+        devices=_unseen(d.get("devices")),
+        user_agents=_unseen(d.get("user_agents")),
+        client_apps=_unseen(d.get("client_apps")),
+        known_ips=_unseen(d.get("known_ips")),
+        granted_apps=_unseen(d.get("granted_apps")),
+        hours=tuple(int(h) for h in d.get("hours") or ()),
+        recent_locations=tuple(
+            Located(at=_ptr(at), country=c, latitude=lat, longitude=lon, ip=ip)
+            for at, c, lat, lon, ip in d.get("recent_locations") or []
+        ),
+        tz=d.get("tz"),
     )
 
 
@@ -126,6 +160,15 @@ def case_data(c: Case) -> dict[str, Any]:
         "soc_card": _ref(c.soc_card),
         "user_answer": c.user_answer,
         "history": [[_t(h.at), h.actor, h.text] for h in c.history],
+        "state_since": _t(c.state_since),
+        "assignee": c.assignee,
+        "paged": c.paged,
+        "slack_tz": c.slack_tz,
+        "approvals": [[a.actor, _t(a.at), list(a.actions), a.reason] for a in c.approvals],
+        "plan": list(c.plan),
+        "plan_notes": [list(n) for n in c.plan_notes],
+        "needs_two_approvers": c.needs_two_approvers,
+        "reminders": list(c.reminders),
     }
 
 
@@ -152,4 +195,15 @@ def case_from_columns(cols: dict[str, Any], data: dict[str, Any]) -> Case:
         soc_card=_pref(data.get("soc_card")),
         user_answer=data.get("user_answer"),
         history=tuple(HistoryEntry(at=_ptr(t), actor=a, text=x) for t, a, x in data.get("history", [])),
+        state_since=_pt(data.get("state_since")),
+        assignee=data.get("assignee"),
+        paged=bool(data.get("paged")),
+        slack_tz=data.get("slack_tz"),
+        approvals=tuple(
+            Approval(actor=a, at=_ptr(t), actions=tuple(x), reason=r) for a, t, x, r in data.get("approvals", [])
+        ),
+        plan=tuple(data.get("plan", [])),
+        plan_notes=tuple((str(a), str(n)) for a, n in data.get("plan_notes", [])),
+        needs_two_approvers=bool(data.get("needs_two_approvers")),
+        reminders=tuple(data.get("reminders", [])),
     )

@@ -13,10 +13,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.allowlist import AllowEntry
 from bot.errors import ConcurrentUpdate
 from bot.model import TERMINAL, Case, Profile
 from bot.store import codec
-from bot.store.tables import cases, cursors, outbox, profiles, raw_events
+from bot.store.tables import allow_entries, cases, cursors, outbox, profiles, raw_events
 
 
 def dumps(value: Any) -> str:
@@ -182,4 +183,64 @@ async def store_raw(
         .on_conflict_do_nothing(index_elements=["source", "tenant", "event_id"])
     )
     res = await conn.execute(stmt)
+    return bool(res.rowcount == 1)
+
+
+async def add_allow(conn: AsyncConnection, tenant: str, e: AllowEntry, now: datetime, status: str = "active") -> int:
+    res = await conn.execute(
+        allow_entries.insert().values(
+            tenant=tenant,
+            user_principal=e.user_principal,
+            scope=e.scope,
+            value=e.value[:256],
+            status=status,
+            reason=e.reason[:1000],
+            source=e.source,
+            created_by=e.created_by,
+            created_at=now,
+            expires_at=e.expires_at,
+        )
+    )
+    key = res.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _allow(r: Any) -> AllowEntry:
+    return AllowEntry(
+        user_principal=r.user_principal,
+        scope=r.scope,
+        value=r.value,
+        expires_at=r.expires_at,
+        reason=r.reason,
+        created_by=r.created_by,
+        source=r.source,
+        id=r.id,
+    )
+
+
+async def active_allows(conn: AsyncConnection, tenant: str, user: str, now: datetime) -> list[AllowEntry]:
+    rows = await conn.execute(
+        select(allow_entries).where(
+            allow_entries.c.tenant == tenant,
+            allow_entries.c.user_principal == user,
+            allow_entries.c.status == "active",
+            allow_entries.c.expires_at > now,
+        )
+    )
+    return [_allow(r) for r in rows]
+
+
+async def get_allow(conn: AsyncConnection, entry_id: int) -> tuple[str, str, AllowEntry] | None:
+    """(tenant, status, entry) for one allow entry."""
+    r = (await conn.execute(select(allow_entries).where(allow_entries.c.id == entry_id))).first()
+    return (r.tenant, r.status, _allow(r)) if r else None
+
+
+async def decide_allow(conn: AsyncConnection, entry_id: int, status: str, by: str) -> bool:
+    res = await conn.execute(
+        update(allow_entries)
+        .where(allow_entries.c.id == entry_id, allow_entries.c.status == "pending")
+        .values(status=status, decided_by=by)
+    )
     return bool(res.rowcount == 1)

@@ -142,6 +142,24 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
 )
 
+allow_entries = Table(
+    "allow_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(128), nullable=False),
+    Column("user_principal", String(320), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("value", String(256), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | active | refused
+    Column("reason", Text, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Index("ix_allow_user", "tenant", "user_principal", "status"),
+)
+
 audit_head = Table(
     "audit_head",
     metadata,

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 
 from bot.store import repo
 from bot.store.tables import raw_events
-from sandbox.world import PEOPLE, TENANT, Sandbox, sign_in
+from sandbox.world import PEOPLE, TENANT, TRAVELLERS, Sandbox, sign_in
 
 ALICE = PEOPLE["U0ALICE"]
+HISTORY = 15 * len(TRAVELLERS)  # Sandbox.seed: a sign-in every other day for 30 days
 
 
 async def counts(sb: Sandbox) -> dict[str, int]:
@@ -32,7 +33,7 @@ async def test_first_poll_pages_through_nextlink_and_sets_the_cursor(sandbox: Sa
     for i in range(2300):
         sandbox.graph.add_sign_in(sign_in(upn, gid, name, start + timedelta(seconds=60 * i), seq=10_000 + i))
     result = await sandbox.bot.poller.poll_once()
-    assert result.pages == 3 and result.stored == 2300 + 45 and result.rejected == 0
+    assert result.pages == 3 and result.stored == 2300 + HISTORY and result.rejected == 0
     assert await cursor(sandbox) == sandbox.clock.now() - timedelta(seconds=120)
     gets = [r for r in sandbox.graph.requests if r.path.endswith("/auditLogs/signIns")]
     assert "createdDateTime ge" in gets[0].params["$filter"] and gets[0].params["$top"] == "1000"
@@ -103,6 +104,6 @@ async def test_a_failed_poll_does_not_move_the_cursor_and_loses_nothing(sandbox:
 async def test_throttled_poll_is_retried_after_retry_after(sandbox: Sandbox) -> None:
     sandbox.graph.faults.inject(r"GET .*/auditLogs/signIns", 429, retry_after=1, times=1)
     result = await sandbox.bot.poller.poll_once()
-    assert result.stored == 45
+    assert result.stored == HISTORY
     statuses = [r.status for r in sandbox.graph.requests if r.path.endswith("/auditLogs/signIns")]
     assert statuses == [429, 200]

@@ -263,3 +263,150 @@ async def test_double_slash_from_httpx_base_url_is_collapsed(graph: Graph) -> No
         user = await client.users.by_user_id("u1").get()
     assert user is not None and user.display_name == "Ada Lovelace"
     assert graph.emu.requests[-1].path == "/v1.0/users/u1"
+
+
+# --- containment endpoints and $batch (api-contracts §1.3-1.5) ----------------------------------------
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REF = {"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/u1"}
+
+
+async def test_patch_user_ignores_odata_type_and_checks_passwords(graph: Graph) -> None:
+    async with httpx.AsyncClient(base_url=graph.url, headers=AUTH) as http:
+        block = await http.patch(
+            "/v1.0/users/u1", json={"@odata.type": "#microsoft.graph.user", "accountEnabled": False}
+        )
+        weak = await http.patch("/v1.0/users/u1", json={"passwordProfile": {"password": "password1"}})
+        strong = {"passwordProfile": {"password": "Xk4!pQ9#mW2$vL7&", "forceChangePasswordNextSignIn": True}}
+        reset = await http.patch("/v1.0/users/u1", json=strong)
+        unknown = await http.patch("/v1.0/users/u1", json={"shoeSize": 9})
+    assert block.status_code == 204 and block.content == b"" and graph.emu.user("u1")["accountEnabled"] is False
+    assert weak.status_code == 400 and weak.json()["error"]["code"] == "Request_BadRequest"
+    assert "complexity" in weak.json()["error"]["message"]
+    assert reset.status_code == 204 and graph.emu.password_profile("u1") == {
+        "password": "password set at 2026-03-02T09:00:00Z",
+        "forceChangePasswordNextSignIn": True,
+        "forceChangePasswordNextSignInWithMfa": False,
+    }
+    assert unknown.status_code == 400
+    assert all(b"Xk4!" not in r.body and b"password1" not in r.body for r in graph.emu.requests)
+    assert [w["method"] for w in graph.emu.writes()] == ["PATCH", "PATCH"]  # refused ones did not write
+
+
+async def test_group_members_ref(graph: Graph) -> None:
+    graph.emu.add_group("g1")
+    async with httpx.AsyncClient(base_url=graph.url, headers=AUTH) as http:
+        added = await http.post("/v1.0/groups/g1/members/$ref", json=REF)
+        again = await http.post("/v1.0/groups/g1/members/$ref", json=REF)
+        ghost = await http.post("/v1.0/groups/g1/members/$ref", json={"@odata.id": REF["@odata.id"][:-2] + "x9"})
+        found = await http.get("/v1.0/groups/g1/members", params={"$filter": "id eq 'u1'", "$count": "true"})
+        none = await http.get("/v1.0/groups/g1/members", params={"$filter": "id eq 'u2'"})
+    assert added.status_code == 204
+    assert again.status_code == 400 and again.json()["error"] == {
+        **again.json()["error"],
+        "code": "Request_BadRequest",
+        "message": "One or more added object references already exist for the following modified properties: "
+        "'members'.",
+    }
+    assert ghost.status_code == 404
+    assert found.json()["value"] == [{"@odata.type": "#microsoft.graph.user", "id": "u1"}]
+    assert found.json()["@odata.count"] == 1 and none.json()["value"] == []
+    assert len(graph.emu.writes()) == 1
+
+
+async def test_auth_methods_grants_rules_and_per_user_mfa(graph: Graph) -> None:
+    graph.emu.add_auth_method("u1", "fido2", "f1", T0)
+    graph.emu.add_auth_method("u1", "phone", "p1")
+    graph.emu.add_grant("g1", "sp1", principal_id="u1")
+    graph.emu.add_grant("g2", "sp1")
+    rule = graph.emu.add_message_rule("u1", "fwd", actions={"forwardTo": []})
+    async with httpx.AsyncClient(base_url=graph.url, headers=AUTH) as http:
+        methods = (await http.get("/v1.0/users/u1/authentication/methods")).json()["value"]
+        wrong_type = await http.delete("/v1.0/users/u1/authentication/phoneMethods/f1")
+        deleted = await http.delete("/v1.0/users/u1/authentication/fido2Methods/f1")
+        password = await http.delete(f"/v1.0/users/u1/authentication/passwordMethods/{methods[0]['id']}")
+        mine = await http.get(
+            "/v1.0/oauth2PermissionGrants", params={"$filter": "clientId eq 'sp1' and principalId eq 'u1'"}
+        )
+        bad_filter = await http.get("/v1.0/oauth2PermissionGrants", params={"$filter": "startswith(scope,'Mail')"})
+        grant = [await http.delete("/v1.0/oauth2PermissionGrants/g1") for _ in range(2)]
+        rules = (await http.get("/v1.0/users/u1/mailFolders/inbox/messageRules")).json()["value"]
+        rule_gone = [await http.delete(f"/v1.0/users/u1/mailFolders/inbox/messageRules/{rule}") for _ in range(2)]
+        v1_mfa = await http.patch("/v1.0/users/u1/authentication/requirements", json={"perUserMfaState": "enforced"})
+        beta_mfa = await http.patch("/beta/users/u1/authentication/requirements", json={"perUserMfaState": "enabled"})
+        mfa_state = await http.get("/beta/users/u1/authentication/requirements")
+    assert [(m["@odata.type"].split(".")[-1], m["createdDateTime"]) for m in methods] == [
+        ("passwordAuthenticationMethod", None),
+        ("fido2AuthenticationMethod", "2026-03-02T09:00:00Z"),
+        ("phoneAuthenticationMethod", None),
+    ]
+    assert wrong_type.status_code == 404 and deleted.status_code == 204 and password.status_code == 400
+    assert [g["id"] for g in mine.json()["value"]] == ["g1"] and bad_filter.status_code == 400
+    assert [r.status_code for r in grant] == [204, 404]
+    assert rules[0]["id"] == rule and "createdDateTime" not in rules[0]
+    assert [r.status_code for r in rule_gone] == [204, 404]
+    assert rule_gone[1].json()["error"]["code"] == "ErrorItemNotFound"
+    assert v1_mfa.status_code == 400  # beta only
+    assert beta_mfa.status_code == 204 and mfa_state.json()["perUserMfaState"] == "enforced"  # had a method
+
+
+async def test_identity_protection_throttle_has_no_retry_after(graph: Graph) -> None:
+    graph.emu.set_user_risk("u1")
+    async with httpx.AsyncClient(base_url=graph.url, headers=AUTH) as http:
+        first = await http.post("/v1.0/identityProtection/riskyUsers/confirmCompromised", json={"userIds": ["u1"]})
+        second = await http.get("/v1.0/identityProtection/riskyUsers/u1")
+        graph.emu.set_budget("identity_protection", None)
+        read = await http.get("/v1.0/identityProtection/riskyUsers/u1")
+        empty = await http.post("/v1.0/identityProtection/riskyUsers/dismiss", json={"userIds": []})
+        dismissed = await http.post("/v1.0/identityProtection/riskyUsers/dismiss", json={"userIds": ["u1"]})
+    assert first.status_code == 204
+    assert second.status_code == 429 and "retry-after" not in second.headers
+    assert read.json()["riskState"] == "confirmedCompromised" and read.json()["riskLevel"] == "high"
+    assert empty.status_code == 400 and dismissed.status_code == 204
+    assert graph.emu.risky_user("u1") is not None and (graph.emu.risky_user("u1") or {})["riskState"] == "dismissed"
+
+
+async def test_batch(graph: Graph) -> None:
+    graph.emu.add_group("g1")
+    requests = [
+        {
+            "id": "1",
+            "method": "PATCH",
+            "url": "/users/u1",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"accountEnabled": False},
+        },
+        {
+            "id": "2",
+            "method": "POST",
+            "url": "/groups/g1/members/$ref",
+            "headers": {"Content-Type": "application/json"},
+            "body": REF,
+        },
+        {"id": "3", "method": "GET", "url": "/users/nobody"},
+        {"id": "4", "method": "POST", "url": "/users/u1/revokeSignInSessions", "dependsOn": ["3"]},
+        {"id": "5", "method": "GET", "url": f"{graph.url}/v1.0/users/u1"},  # msgraph-core's absolute URL
+        {"id": "6", "method": "PATCH", "url": "/users/u1", "body": {"accountEnabled": True}},  # no Content-Type
+    ]
+    async with httpx.AsyncClient(base_url=graph.url, headers=AUTH) as http:
+        ok = await http.post("/v1.0/$batch", json={"requests": requests})
+        dup = await http.post("/v1.0/$batch", json={"requests": [requests[2], {**requests[2], "id": "3"}]})
+        big = await http.post("/v1.0/$batch", json={"requests": [{**requests[2], "id": str(i)} for i in range(21)]})
+        junk = await http.post("/v1.0/$batch", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200
+    replies = ok.json()["responses"]
+    assert [r["id"] for r in replies] == ["6", "5", "4", "3", "2", "1"]  # any order: match on id
+    status = {r["id"]: r["status"] for r in replies}
+    assert status == {"1": 204, "2": 204, "3": 404, "4": 424, "5": 400, "6": 400}
+    assert {r["id"]: r.get("body", {}).get("error", {}).get("code") for r in replies if r["status"] >= 400} == {
+        "3": "Request_ResourceNotFound",
+        "4": "FailedDependency",
+        "5": "BadRequest",
+        "6": "BadRequest",
+    }
+    assert [r.status_code for r in (dup, big, junk)] == [400, 400, 400]
+    assert graph.emu.writes() == [
+        {"provider": "microsoft", "method": "PATCH", "path": "/v1.0/users/u1"},
+        {"provider": "microsoft", "method": "POST", "path": "/v1.0/groups/g1/members/$ref"},
+    ]
+    assert graph.emu.user("u1")["accountEnabled"] is False and graph.emu.group_members("g1") == ["u1"]

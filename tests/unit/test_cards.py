@@ -84,10 +84,10 @@ def valid_per_slack_sdk(blocks: list[dict[str, Any]]) -> None:
         parsed.validate_json()  # raises SlackObjectFormationError past Block Kit's limits
 
 
-def test_user_card_asks_with_two_buttons_for_the_case() -> None:
+def test_user_card_asks_with_three_buttons_for_the_case() -> None:
     card = user_card(make_case())
     actions = [b for b in card.blocks if b["type"] == "actions"]
-    assert [e["action_id"] for e in actions[0]["elements"]] == [Ids.USER_YES, Ids.USER_NO]
+    assert [e["action_id"] for e in actions[0]["elements"]] == [Ids.USER_YES, Ids.USER_NO, Ids.USER_NOT_ME]
     assert all(e["value"] == "MW-ABC" for e in actions[0]["elements"])
     valid_per_slack_sdk(card.blocks)
 

@@ -12,12 +12,37 @@ CORE = [
     "bot/model.py",
     "bot/clock.py",
     "bot/errors.py",
+    "bot/sources/normalize.py",
+    "bot/sources/normalize_common.py",
     "bot/sources/normalize_entra.py",
+    "bot/sources/normalize_entra_risk.py",
+    "bot/sources/normalize_o365.py",
+    "bot/sources/normalize_gws_activity.py",
+    "bot/sources/normalize_gws_alert.py",
     "bot/detect/__init__.py",
+    "bot/detect/common.py",
     "bot/detect/profile.py",
+    "bot/detect/fleet.py",
     "bot/detect/scoring.py",
-    "bot/detect/new_country.py",
+    "bot/detect/policy.py",
+    "bot/detect/audit_throttled.py",
     "bot/detect/failed_then_success.py",
+    "bot/detect/impersonation_role.py",
+    "bot/detect/impossible_travel.py",
+    "bot/detect/legacy_protocol.py",
+    "bot/detect/mail_bulk_access.py",
+    "bot/detect/mail_forwarding.py",
+    "bot/detect/mailbox_delegation.py",
+    "bot/detect/mailbox_export.py",
+    "bot/detect/new_asn.py",
+    "bot/detect/new_country.py",
+    "bot/detect/new_device.py",
+    "bot/detect/oauth_mail_consent.py",
+    "bot/detect/off_hours.py",
+    "bot/detect/password_spray.py",
+    "bot/detect/provider_risk.py",
+    "bot/detect/risky_ip.py",
+    "bot/detect/scripted_client.py",
     "bot/cases/machine.py",
     "bot/slack/cards.py",
     "bot/slack/text.py",
@@ -80,3 +105,8 @@ def test_core_imports_only_core_of_its_own(module: str) -> None:
 def test_every_detector_module_is_checked() -> None:
     detectors = {str(p.relative_to(ROOT)) for p in (ROOT / "bot/detect").glob("*.py")}
     assert detectors <= set(CORE)
+
+
+def test_every_normalizer_module_is_checked() -> None:
+    normalizers = {str(p.relative_to(ROOT)) for p in (ROOT / "bot/sources").glob("normalize*.py")}
+    assert normalizers <= set(CORE)

@@ -1,0 +1,36 @@
+"""Which containment actions to propose for a case. Pure.
+
+The SOC modal pre-checks these; anything registered can still be ticked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bot.model import Finding, Severity
+
+# Detector -> the foothold it implies -> the action that removes it.
+FOOTHOLD_ACTIONS: dict[str, tuple[str, ...]] = {
+    "oauth_mail_consent": ("revoke_app_consent",),
+    "mail_forwarding": ("remove_forwarding",),
+    "mailbox_delegation": ("remove_delegation",),
+    "provider_risk": ("confirm_compromised",),
+}
+
+BASELINE = ("revoke_sessions",)
+# A stolen password (failures then success, a leak alert) is only contained by changing it.
+CREDENTIAL_THEFT = frozenset({"failed_then_success", "password_spray", "provider_risk", "legacy_protocol"})
+
+
+def propose(findings: Iterable[Finding], severity: Severity, available: Iterable[str]) -> tuple[str, ...]:
+    fs = list(findings)
+    detectors = {f.detector for f in fs}
+    wanted: list[str] = list(BASELINE)
+    if detectors & CREDENTIAL_THEFT or severity >= Severity.HIGH:
+        wanted += ["reset_password", "require_mfa"]
+    for d in sorted(detectors):
+        wanted += FOOTHOLD_ACTIONS.get(d, ())
+    if severity is Severity.CRITICAL:
+        wanted.append("block_sign_in")
+    have = set(available)
+    return tuple(dict.fromkeys(a for a in wanted if a in have))  # ordered, without repeats

@@ -1,0 +1,76 @@
+"""Small helpers the detectors share: building a Finding, reading a profile's memory. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from bot.model import Event, Finding, Profile, Severity
+
+K = TypeVar("K")
+
+# Detectors that say something about the sign-in itself (where, how, when, pattern). Scoring uses
+# this to recognise "a provider risk signal or mailbox collection *and* an odd sign-in".
+SIGN_IN_ANOMALIES = frozenset(
+    {
+        "new_country",
+        "new_asn",
+        "impossible_travel",
+        "risky_ip",
+        "failed_then_success",
+        "password_spray",
+        "scripted_client",
+        "legacy_protocol",
+        "new_device",
+        "off_hours",
+    }
+)
+# Detectors that see mail actually leaving or being read in bulk.
+COLLECTION = frozenset({"mail_bulk_access", "audit_throttled", "mailbox_export", "mail_forwarding"})
+
+
+def clip(value: str | None, limit: int = 80) -> str:
+    """Attacker-controlled text shortened for a reason sentence (cards escape it later)."""
+    if not value:
+        return ""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def finding(
+    detector: str,
+    event: Event,
+    severity: Severity,
+    reason: str,
+    evidence: Iterable[tuple[str, str | int | None]] = (),
+) -> Finding:
+    return Finding(
+        detector=detector,
+        severity=severity,
+        reason=reason,
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        evidence=tuple((k, clip(str(v), 300)) for k, v in evidence if v is not None and str(v) != ""),
+    )
+
+
+def warmed_up(profile: Profile | None, event: Event, warmup: timedelta) -> bool:
+    """The user has enough history for a "new X" finding to mean something."""
+    return profile is not None and profile.sign_ins > 0 and event.occurred_at - profile.first_seen >= warmup
+
+
+def last_seen(entries: Iterable[tuple[K, datetime]], key: K) -> datetime | None:
+    for k, t in entries:
+        if k == key:
+            return t
+    return None
+
+
+def usual(entries: Iterable[tuple[K, datetime]], n: int = 3) -> str:
+    """The n most recently seen values, for "usually from X, Y" sentences."""
+    recent = sorted(entries, key=lambda kt: kt[1], reverse=True)[:n]
+    return ", ".join(clip(str(k), 40) for k, _ in recent)
+
+
+def is_successful_sign_in(event: Event) -> bool:
+    return event.kind == "sign_in" and event.success

@@ -1,0 +1,1 @@
+"""Paging on-call."""

@@ -1,0 +1,107 @@
+"""The front door: any source's wire record -> Events (or Rejections). Pure.
+
+`normalize(kind, record, tenant)` returns a list because one Google activity holds several events
+and because it also accepts what a replay file may hold instead of one record: a list of records
+(an O365 content blob is a JSON array) or one response page (`value`, `items`, `alerts`). It never
+raises on a JSON value: a record it cannot read comes back as a Rejection that names the reason.
+
+`detect_kind(record)` guesses the kind from the record's own keys, for `replay --kind auto`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot.model import Event, Rejection
+from bot.sources.normalize_common import digest_id, lower_keys
+from bot.sources.normalize_entra import normalize_signin
+from bot.sources.normalize_entra_risk import normalize_risk
+from bot.sources.normalize_gws_activity import normalize_activity
+from bot.sources.normalize_gws_alert import normalize_alert
+from bot.sources.normalize_o365 import normalize_o365
+
+KINDS = ("entra-signin", "entra-risk", "o365-audit", "gws-activity", "gws-alert")
+
+Normalized = list[Event | Rejection]
+
+
+def _one(f: Callable[[Any, str], Event | Rejection]) -> Callable[[Any, str], Normalized]:
+    return lambda record, tenant: [f(record, tenant)]
+
+
+NORMALIZERS: dict[str, Callable[[Any, str], Normalized]] = {
+    "entra-signin": _one(normalize_signin),
+    "entra-risk": _one(normalize_risk),
+    "o365-audit": _one(normalize_o365),
+    "gws-activity": normalize_activity,
+    "gws-alert": _one(normalize_alert),
+}
+SOURCES = {
+    "entra-signin": "entra_signin",
+    "entra-risk": "entra_risk",
+    "o365-audit": "o365_audit",
+    "gws-activity": "gws_activity",
+    "gws-alert": "gws_alert",
+}
+# A response page's list, by the key each API uses, unless the dict is itself a record.
+PAGE_KEYS = (("value", "createdDateTime"), ("items", "events"), ("alerts", "alertId"))
+MAX_NESTING = 3
+
+
+def _records(value: Any, depth: int = 0) -> list[Any]:
+    """The records inside a list or a response page; anything else is one record."""
+    if depth < MAX_NESTING:
+        if isinstance(value, list):
+            return [r for v in value for r in _records(v, depth + 1)]
+        if isinstance(value, dict):
+            for key, own in PAGE_KEYS:
+                inner = value.get(key)
+                if isinstance(inner, list) and own not in value:
+                    return [r for v in inner for r in _records(v, depth + 1)]
+    return [value]
+
+
+def _kind_of(record: dict[str, Any]) -> str | None:
+    if "riskEventType" in record:
+        return "entra-risk"
+    inner = record.get("properties")
+    if "createdDateTime" in record or (isinstance(inner, dict) and "createdDateTime" in inner):
+        return "entra-signin"
+    if "alertId" in record and ("type" in record or "data" in record):
+        return "gws-alert"
+    ident = record.get("id")
+    if "events" in record or (isinstance(ident, dict) and "applicationName" in ident):
+        return "gws-activity"
+    keys = lower_keys(record)
+    if "creationtime" in keys and "operation" in keys:
+        return "o365-audit"
+    return None
+
+
+def detect_kind(record: Any) -> str | None:
+    """The source kind of a record (or of the first record in a list or page); None if unrecognised."""
+    for r in _records(record):
+        if isinstance(r, dict):
+            return _kind_of(r)
+    return None
+
+
+def normalize(kind: str, record: Any, tenant: str) -> Normalized:
+    """Wire record(s) of one kind -> Events and Rejections. `kind` is one of KINDS, or "auto".
+
+    Raises ValueError only for an unknown `kind` (a caller's mistake, not a record's).
+    """
+    if kind != "auto" and kind not in NORMALIZERS:
+        raise ValueError(f"unknown source kind {kind!r}; expected one of {', '.join(KINDS)} or auto")
+    out: Normalized = []
+    for r in _records(record):
+        k = detect_kind(r) if kind == "auto" else kind
+        if k is None:
+            out.append(Rejection("unknown", digest_id(r), "could not tell which source this record comes from"))
+            continue
+        try:
+            out.extend(NORMALIZERS[k](r, tenant))
+        except Exception as exc:  # a bug in a normalizer must cost one record, never the poll
+            out.append(Rejection(SOURCES[k], digest_id(r), f"normalizer error: {type(exc).__name__}"))
+    return out

@@ -1,0 +1,92 @@
+"""Microsoft Graph `riskDetection` wire record -> Event (kind "risk"). Pure.
+
+Field shapes: reference/api-contracts.md §1.3 and detections.md §2.2. `additionalInfo` is a
+JSON-encoded *string* of `[{Key, Value}]`; the documentation's own example carries an invalid IP
+(`123.456.7.89`), so the IP is dropped rather than the detection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.model import Event, Rejection
+from bot.sources.normalize_common import digest_id, ip, latlon, obj, params, parse_time, text
+from bot.sources.normalize_entra import ANONYMIZER_RISKS, BAD_IP_RISKS
+
+SOURCE = "entra_risk"
+
+
+def _additional_info(raw: Any) -> dict[str, str]:
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    out: dict[str, str] = {}
+    for entry in parsed if isinstance(parsed, list) else []:
+        if isinstance(entry, dict):
+            key, value = text(entry.get("Key"), 64), text(entry.get("Value"), 512)
+            if key and value and key not in out:
+                out[key] = value
+    return out
+
+
+def normalize_risk(record: Any, tenant: str) -> Event | Rejection:
+    if not isinstance(record, dict):
+        return Rejection(SOURCE, digest_id(record), f"record is a {type(record).__name__}, not an object")
+    rid = text(record.get("id"), 200) or digest_id(record)
+    when = record.get("activityDateTime") or record.get("detectedDateTime")
+    try:
+        occurred = parse_time(when)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return Rejection(SOURCE, rid, f"activityDateTime: {exc}")
+    upn = text(record.get("userPrincipalName"), 320)
+    if upn is None:
+        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+    risk_type = text(record.get("riskEventType"), 64)
+    if risk_type is None:
+        return Rejection(SOURCE, rid, "riskEventType missing or not text")
+    location = obj(record.get("location"))
+    geo = obj(location.get("geoCoordinates"))
+    lat, lon = latlon(geo.get("latitude"), geo.get("longitude"))
+    info = _additional_info(record.get("additionalInfo"))
+    flags = tuple(
+        f for f, names in (("anonymizer", ANONYMIZER_RISKS), ("malicious_ip", BAD_IP_RISKS)) if risk_type in names
+    )
+    level = text(record.get("riskLevel"), 16)
+    return Event(
+        source=SOURCE,
+        event_id=rid,
+        tenant=tenant,
+        occurred_at=occurred,
+        user_principal=upn.lower(),
+        user_id=text(record.get("userId"), 64),
+        user_display=text(record.get("userDisplayName"), 256) or upn,
+        kind="risk",
+        success=True,  # the risky activity happened; whether it was blocked is in the sign-in record
+        ip=ip(record.get("ipAddress")),
+        country=(text(location.get("countryOrRegion"), 8) or "").upper() or None,
+        city=text(location.get("city"), 128),
+        user_agent=info.get("userAgent"),
+        latitude=lat,
+        longitude=lon,
+        flags=flags,
+        risk_types=(risk_type,),
+        risk_level=level.lower() if level else None,
+        risk_state=text(record.get("riskState"), 32),
+        operation=risk_type,
+        workload="AzureActiveDirectory",
+        record_type=text(record.get("activity"), 16),
+        session_id=text(record.get("correlationId"), 64),
+        parameters=params(
+            [
+                ("risk_detail", record.get("riskDetail")),
+                ("detection_timing", record.get("detectionTimingType")),
+                ("activity", record.get("activity")),
+                ("source", record.get("source")),
+                ("request_id", record.get("requestId")),
+                ("detected_at", record.get("detectedDateTime")),
+                *((f"info.{k}", v) for k, v in info.items() if k != "userAgent"),
+            ]
+        ),
+    )

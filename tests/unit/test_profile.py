@@ -1,0 +1,123 @@
+"""The user baseline: what it learns, that it stays bounded, that old habits age out, and storage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from bot.detect import Params
+from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
+from bot.model import Event, Profile
+from bot.store.codec import profile_from_dict, profile_to_dict
+
+T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
+
+
+def sign_in(i: int, **kw: object) -> Event:
+    base = Event(
+        source="entra_signin",
+        event_id=str(i),
+        tenant="t",
+        occurred_at=T + timedelta(hours=i),
+        user_principal="jo@contoso.example",
+        success=True,
+        country=f"C{i}",
+        asn=64500 + i,
+        device=f"device {i}",
+        user_agent=f"agent {i}",
+        client_app=f"client {i}",
+        ip=f"198.51.100.{i % 250}",
+        latitude=1.0,
+        longitude=float(i % 180),
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_learns_from_successful_sign_ins_only() -> None:
+    params = Params()
+    p = observe(None, sign_in(0), params)
+    p = observe(p, sign_in(1, success=False, error_code=50126), params)
+    assert [c for c, _ in p.countries] == ["C0"] and [a for a, _ in p.asns] == [64500]
+    assert p.sign_ins == 1 and len(p.recent_failures) == 1
+    assert [d for d, _ in p.devices] == ["device 0"] and [k for k, _ in p.known_ips] == ["198.51.100.0"]
+    assert sum(p.hours) == 1 and p.hours[0 * 24 + 9] == 1  # Monday 09:00 UTC
+    assert len(p.recent_locations) == 1
+
+
+def test_non_interactive_sign_ins_do_not_teach_working_hours() -> None:
+    p = observe(None, sign_in(0, interactive=False), Params())
+    assert p.hours == () and p.sign_ins == 1
+
+
+def test_consent_remembers_the_client() -> None:
+    e = sign_in(0, kind="consent", app_id="client-1")
+    p = observe(None, e, Params())
+    assert [a for a, _ in p.granted_apps] == ["client-1"] and p.sign_ins == 0
+
+
+def test_every_list_is_bounded() -> None:
+    params = Params(
+        max_countries=5,
+        max_failures_kept=10,
+        max_asns=4,
+        max_devices=3,
+        max_user_agents=3,
+        max_client_apps=2,
+        max_known_ips=6,
+        max_locations=4,
+        travel_window=timedelta(days=30),
+    )
+    p: Profile | None = None
+    for i in range(300):
+        p = observe(p, sign_in(i, success=i % 3 != 0), params)
+    assert p is not None
+    assert len(p.countries) == 5 and len(p.asns) == 4 and len(p.devices) == 3 and len(p.user_agents) == 3
+    assert len(p.client_apps) == 2 and len(p.known_ips) == 6 and len(p.recent_locations) == 4
+    assert len(p.recent_failures) <= 10
+    # the newest are the ones kept
+    assert p.asns[-1][0] == 64500 + 299 and p.countries[-1][0] == "C299"
+
+
+def test_old_entries_age_out() -> None:
+    params = Params(baseline_memory=timedelta(days=30), country_memory=timedelta(days=30))
+    p = observe(None, sign_in(0), params)
+    later = sign_in(1, occurred_at=T + timedelta(days=45))
+    p = observe(p, later, params)
+    assert [c for c, _ in p.countries] == ["C1"] and [a for a, _ in p.asns] == [64501]
+    assert [d for d, _ in p.devices] == ["device 1"]
+    assert [loc.country for loc in p.recent_locations] == ["C1"]  # only the travel window is kept
+
+
+def test_hour_histogram_halves_past_its_cap() -> None:
+    hours: tuple[int, ...] = ()
+    for _ in range(10):
+        hours = add_hour(hours, T, cap=8)
+    assert len(hours) == HOURS_PER_WEEK and 0 < sum(hours) <= 8
+
+
+def test_remember_keeps_the_latest_sighting() -> None:
+    entries = remember((), "x", T, timedelta(days=1), 5)
+    entries = remember(entries, "x", T - timedelta(hours=1), timedelta(days=1), 5)  # late, older record
+    assert entries == (("x", T),)
+
+
+def test_codec_round_trip_and_old_shape() -> None:
+    params = Params()
+    p: Profile | None = None
+    for i in range(5):
+        p = observe(p, sign_in(i), params)
+    assert p is not None
+    p = with_tz(p, "Europe/Lisbon")
+    assert profile_from_dict(json.loads(json.dumps(profile_to_dict(p)))) == p
+    # a profile stored by the first release has only these keys
+    old = {
+        "user_principal": "jo@contoso.example",
+        "first_seen": T.isoformat(),
+        "sign_ins": 3,
+        "countries": [["US", T.isoformat()]],
+        "recent_failures": [[T.isoformat(), "203.0.113.9"]],
+    }
+    back = profile_from_dict(old)
+    assert back.sign_ins == 3 and back.countries == (("US", T),) and back.asns == () and back.hours == ()
+    assert back.tz is None and back.recent_locations == ()
