@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actions.base import Action, ActionOutcome, idempotency_key
+from actions.base import Action, ActionContext, ActionOutcome, idempotency_key
 from bot.audit import log as audit
 from bot.clock import Clock
 from bot.store.tables import action_ledger
@@ -47,6 +47,7 @@ class Executor:
         dry_run: bool = False,
         reconcile_skew: timedelta = timedelta(seconds=30),
         crash_points: set[str] | None = None,
+        by_tenant: dict[str, dict[str, Action]] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -54,14 +55,23 @@ class Executor:
         self.dry_run = dry_run
         self.reconcile_skew = reconcile_skew
         self.crash_points = crash_points if crash_points is not None else set()
+        self.by_tenant: dict[str, dict[str, Action]] = by_tenant or {}
+
+    def actions_for(self, tenant: str | None) -> dict[str, Action]:
+        """Each tenant has its own Graph client, so its own bound actions; one tenant needs no key."""
+        if tenant is not None and tenant in self.by_tenant:
+            return self.by_tenant[tenant]
+        return self.actions
 
     def _maybe_crash(self, point: str) -> None:
         if point in self.crash_points:
             self.crash_points.discard(point)
             raise SimulatedCrash(point)
 
-    async def execute(self, case_id: str, name: str, target: str) -> LedgerResult:
-        action = self.actions.get(name)
+    async def execute(
+        self, case_id: str, name: str, target: str, context: ActionContext | None = None, tenant: str | None = None
+    ) -> LedgerResult:
+        action = self.actions_for(tenant).get(name)
         if action is None:
             return LedgerResult(ActionOutcome(False, f"no action called {name!r} is configured"), False)
         key = idempotency_key(case_id, name, target)
@@ -113,7 +123,7 @@ class Executor:
             return LedgerResult(ActionOutcome(True, prior.get("summary", "already done"), prior), False)
         started_at = row.started_at if row is not None else now
         if row is not None and row.status == "started" and not self.dry_run:
-            done = await action.already_done(target, started_at - self.reconcile_skew)
+            done = await action.already_done(target, started_at - self.reconcile_skew, context)
             if done:
                 outcome = ActionOutcome(
                     True, "Already in effect at the provider (reconciled after a restart)", {"reconciled": True}
@@ -125,7 +135,7 @@ class Executor:
             await self._finish(case_id, name, target, key, outcome)
             return LedgerResult(outcome, provider_called=False, dry_run=True)
         self._maybe_crash("before_provider_call")
-        outcome = await action.run(target)
+        outcome = await action.run(target, context)
         self._maybe_crash("after_provider_call")
         await self._finish(case_id, name, target, key, outcome)
         return LedgerResult(outcome, provider_called=True)

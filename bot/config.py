@@ -19,6 +19,34 @@ from bot.errors import ConfigError
 ENV_PREFIX = "MAILWARDEN_"
 
 
+SourceName = Literal["signins", "signins_noninteractive", "risk", "o365_audit"]
+AuthKind = Literal["secret", "certificate", "workload_identity"]
+
+
+def _default_sources() -> list[SourceName]:
+    return ["signins"]
+
+
+class TenantSettings(BaseModel):
+    """One Microsoft 365 tenant: its own credentials, sources, containment settings and SOC channel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    client_id: str
+    auth: AuthKind = "secret"
+    client_secret: SecretStr | None = None
+    certificate_path: str | None = None
+    soc_channel: str | None = None  # default: the global soc_channel
+    graph_url: str | None = None  # default: the global graph_url
+    manage_url: str | None = None  # default: the global manage_url
+    sources: list[SourceName] = Field(default_factory=_default_sources)
+    require_mfa_group_id: str | None = None  # the Conditional Access "require MFA" group
+    per_user_mfa: bool = False  # beta per-user MFA state instead of (or as well as) the group
+    disable_service_principal: bool = False  # revoke_app_consent also disables the app in this tenant
+    internal_domains: list[str] = Field(default_factory=list)  # forwarding elsewhere is "outside"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,6 +72,14 @@ class Settings(BaseModel):
     ms_client_secret: SecretStr | None = None
     ms_certificate_path: str | None = None
     graph_url: str = "https://graph.microsoft.com"
+    manage_url: str = "https://manage.office.com"
+    ms_sources: list[SourceName] = Field(default_factory=_default_sources)
+    ms_require_mfa_group_id: str | None = None
+    ms_per_user_mfa: bool = False
+    ms_disable_service_principal: bool = False
+    ms_internal_domains: list[str] = Field(default_factory=list)
+    # Several tenants: [[mailwarden.tenants]] tables in TOML; when given, the ms_* keys above are unused.
+    tenants: list[TenantSettings] = Field(default_factory=list)
 
     # Polling (reference/performance.md "Lag vs budget": delayed watermark + small overlap)
     poll_interval_s: int = Field(default=60, ge=5)
@@ -80,7 +116,34 @@ class Settings(BaseModel):
     # Containment: tolerated clock skew when reconciling an action whose outcome is unknown
     reconcile_skew_s: int = Field(default=30, ge=0)
 
-    @field_validator("protected_users", mode="before")
+    def effective_tenants(self) -> list[TenantSettings]:
+        """The configured tenants, or the single tenant described by the MAILWARDEN_MS_* keys."""
+        if self.tenants:
+            return list(self.tenants)
+        if not self.ms_tenant_id or not self.ms_client_id:
+            return []
+        return [
+            TenantSettings(
+                id=self.ms_tenant_id,
+                client_id=self.ms_client_id,
+                auth=self.ms_auth,
+                client_secret=self.ms_client_secret,
+                certificate_path=self.ms_certificate_path,
+                sources=list(self.ms_sources),
+                require_mfa_group_id=self.ms_require_mfa_group_id,
+                per_user_mfa=self.ms_per_user_mfa,
+                disable_service_principal=self.ms_disable_service_principal,
+                internal_domains=list(self.ms_internal_domains),
+            )
+        ]
+
+    def soc_channel_for(self, tenant: str) -> str:
+        for t in self.tenants:
+            if t.id == tenant and t.soc_channel:
+                return t.soc_channel
+        return self.soc_channel or ""
+
+    @field_validator("protected_users", "ms_internal_domains", "ms_sources", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         # environment variables carry lists as "a@x.com,b@x.com"
@@ -89,9 +152,6 @@ class Settings(BaseModel):
         if isinstance(value, list):
             return [str(v).strip().lower() for v in value]
         return value
-
-
-SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation))
 
 
 def load_settings(env: Mapping[str, str] | None = None, toml_path: str | Path | None = None) -> Settings:
@@ -144,6 +204,13 @@ def missing_for_run(s: Settings) -> list[str]:
         want("slack_signing_secret", " (required in HTTP mode)")
     else:
         want("slack_app_token", " (required in Socket Mode; an xapp- token with connections:write)")
+    if s.tenants:
+        for t in s.tenants:
+            if t.auth == "secret" and t.client_secret is None:
+                need.append(f"tenants[{t.id}].client_secret: missing (auth = secret)")
+            if t.auth == "certificate" and not t.certificate_path:
+                need.append(f"tenants[{t.id}].certificate_path: missing (auth = certificate)")
+        return need
     want("ms_tenant_id")
     want("ms_client_id")
     if s.ms_auth == "secret":
@@ -154,7 +221,5 @@ def missing_for_run(s: Settings) -> list[str]:
 
 
 def redacted(s: Settings) -> dict[str, Any]:
-    out = s.model_dump()
-    for name in SECRET_FIELDS:
-        out[name] = None if out[name] is None else "**********"
-    return out
+    """The effective configuration as JSON; pydantic prints every SecretStr, nested ones too, as stars."""
+    return s.model_dump(mode="json")

@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
 
+from actions.base import ActionContext
 from actions.ledger import Executor
 from bot.audit import log as audit
 from bot.cases.service import CaseService
@@ -29,6 +30,7 @@ from bot.escalate.pagerduty import PagerDuty
 from bot.model import Case, CaseEvent, CaseState, MessageRef
 from bot.pacing import EPHEMERAL_PER_WORKSPACE, POST_PER_CHANNEL, UPDATE_PER_WORKSPACE, Pacer
 from bot.slack import cards
+from bot.store import repo
 from bot.store.tables import outbox
 
 log = structlog.get_logger("mailwarden.dispatch")
@@ -59,6 +61,7 @@ class Dispatcher:
         soc_channel: str,
         max_attempts: int = 8,
         *,
+        soc_channels: dict[str, str] | None = None,
         pager: PagerDuty | None = None,
         soc_usergroup: str | None = None,
         oncall_usergroup: str | None = None,
@@ -72,6 +75,7 @@ class Dispatcher:
         self.slack = slack
         self.executor = executor
         self.soc_channel = soc_channel
+        self.soc_channels = soc_channels or {}  # per tenant; each tenant may have its own SOC
         self.max_attempts = max_attempts
         self.pager = pager
         self.soc_usergroup = soc_usergroup
@@ -205,6 +209,17 @@ class Dispatcher:
                 continue
         raise ConcurrentUpdate(case_id)
 
+    async def _enqueue(self, case_id: str, kind: str, lane: str, payload: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await repo.enqueue(
+                conn,
+                kind=kind,
+                lane=lane,
+                now=self.clock.now(),
+                case_id=case_id,
+                payload={"case_id": case_id, **payload},
+            )
+
     async def _safe_transition(self, case_id: str, event: CaseEvent, note: str | None = None) -> None:
         try:
             await self.cases.transition(case_id, event, note=note)
@@ -280,7 +295,9 @@ class Dispatcher:
         if case.soc_card is not None:
             return
         card = cards.soc_card(case)
-        posted = await self.post(self.soc_channel, text=card.text, blocks=card.blocks)
+        posted = await self.post(
+            self.soc_channels.get(case.tenant, self.soc_channel), text=card.text, blocks=card.blocks
+        )
         await self._record(
             case.id, "slack.soc_card_posted", soc_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
         )
@@ -359,7 +376,19 @@ class Dispatcher:
     # --- containment ------------------------------------------------------------------------------------
     async def _run_action(self, payload: dict[str, Any]) -> None:
         case = await self._case(payload)
-        result = await self.executor.execute(case.id, payload["action"], payload["target"])
+        result = await self.executor.execute(
+            case.id,
+            payload["action"],
+            payload["target"],
+            ActionContext.from_dict(payload.get("context")),
+            tenant=payload.get("tenant", case.tenant),
+        )
+        mark = "✅" if result.outcome.ok else "❌"
+        extra = " (reconciled with the provider after a restart)" if result.reconciled else ""
+        extra += " (dry run)" if result.dry_run else ""
+        await self._enqueue(
+            case.id, "soc_thread.post", "soc", {"text": f"{mark} {payload['action']}: {result.outcome.summary}{extra}"}
+        )
         if not result.outcome.ok:
             await self._safe_transition(
                 case.id, CaseEvent.CONTAINMENT_FAILED, note=f"{payload['action']}: {result.outcome.summary}"
@@ -368,6 +397,4 @@ class Dispatcher:
         plan = payload.get("plan") or [payload["action"]]
         statuses = await self.executor.statuses(case.id)
         if case.state is CaseState.CONTAINING and all(statuses.get(a) == "succeeded" for a in plan):
-            await self._safe_transition(
-                case.id, CaseEvent.CONTAINMENT_DONE, note=f"{payload['action']}: {result.outcome.summary}"
-            )
+            await self._safe_transition(case.id, CaseEvent.CONTAINMENT_DONE, note=", ".join(plan))

@@ -33,13 +33,14 @@ def build_scheduler(
     scheduler = AsyncIOScheduler(timezone="UTC")
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     if poll:
-        scheduler.add_job(
-            _guarded("poll.entra_signin", services.poller.poll_once),
-            "interval",
-            seconds=poll_s,
-            id="poll.entra_signin",
-            **common,
-        )
+        for poller in services.pollers:  # one job per source and tenant
+            scheduler.add_job(
+                _guarded(f"poll.{poller.name}", poller.poll_once),
+                "interval",
+                seconds=poll_s,
+                id=f"poll.{poller.name}",
+                **common,
+            )
     scheduler.add_job(
         _guarded("dispatch", services.dispatcher.drain), "interval", seconds=dispatch_s, id="dispatch", **common
     )

@@ -22,18 +22,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actions.ledger import Executor
-from actions.microsoft import microsoft_actions
+from actions.microsoft import MicrosoftActionConfig, microsoft_actions
 from bot.audit import log as audit
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import Clock
-from bot.config import Settings
+from bot.config import Settings, TenantSettings
 from bot.detect import Params
 from bot.dispatch import Dispatcher
+from bot.errors import ConfigError
 from bot.escalate.pagerduty import PagerDuty
 from bot.model import Severity
 from bot.slack.handlers import Interactions, SocDirectory, register
-from bot.sources.entra_signins import EntraSignInPoller
+from bot.sources.base import Poller
+from bot.sources.registry import SOURCES, TenantClients
 from bot.store import db, repo
 
 log = structlog.get_logger("mailwarden")
@@ -41,26 +43,25 @@ log = structlog.get_logger("mailwarden")
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 
 
-def graph_credential(s: Settings) -> AsyncTokenCredential:
+def graph_credential(t: TenantSettings) -> AsyncTokenCredential:
     from azure.identity.aio import CertificateCredential, ClientSecretCredential, WorkloadIdentityCredential
 
-    assert s.ms_tenant_id and s.ms_client_id
-    if s.ms_auth == "certificate":
-        assert s.ms_certificate_path
-        return CertificateCredential(s.ms_tenant_id, s.ms_client_id, s.ms_certificate_path)
-    if s.ms_auth == "workload_identity":
-        return WorkloadIdentityCredential(tenant_id=s.ms_tenant_id, client_id=s.ms_client_id)
-    assert s.ms_client_secret
-    return ClientSecretCredential(s.ms_tenant_id, s.ms_client_id, s.ms_client_secret.get_secret_value())
+    if t.auth == "certificate":
+        assert t.certificate_path
+        return CertificateCredential(t.id, t.client_id, t.certificate_path)
+    if t.auth == "workload_identity":
+        return WorkloadIdentityCredential(tenant_id=t.id, client_id=t.client_id)
+    assert t.client_secret
+    return ClientSecretCredential(t.id, t.client_id, t.client_secret.get_secret_value())
 
 
-def graph_client(s: Settings, credential: AsyncTokenCredential) -> GraphServiceClient:
+def graph_client(graph_url: str, credential: AsyncTokenCredential) -> GraphServiceClient:
     # Always pass explicit scopes: without them kiota derives the scope from the request host,
     # which is wrong for anything but graph.microsoft.com (api-contracts.md §1.8).
     provider = AzureIdentityAuthenticationProvider(credential, scopes=GRAPH_SCOPES)
     adapter = GraphRequestAdapter(provider)
     # The setter, not httpx's base_url: httpx would add a slash and produce /v1.0//users.
-    adapter.base_url = f"{s.graph_url.rstrip('/')}/v1.0"
+    adapter.base_url = f"{graph_url.rstrip('/')}/v1.0"
     return GraphServiceClient(request_adapter=adapter)
 
 
@@ -105,10 +106,12 @@ class Services:
     cases: CaseService
     executor: Executor
     dispatcher: Dispatcher
-    poller: EntraSignInPoller
+    poller: Poller
     bolt: AsyncApp
     interactions: Interactions
     crash_points: set[str] = field(default_factory=set)
+    pollers: list[Poller] = field(default_factory=list)
+    tenants: dict[str, TenantClients] = field(default_factory=dict)
     last_crash: BaseException | None = None
     _tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
@@ -159,7 +162,34 @@ async def build(
     engine = db.make_engine(settings.database_url)
     await db.migrate(engine)
     slack = slack_client(settings)
-    graph = graph_client(settings, credential or graph_credential(settings))
+    tenants = settings.effective_tenants()
+    if not tenants:
+        raise ConfigError(
+            [
+                "no Microsoft tenant configured: set MAILWARDEN_MS_TENANT_ID and MAILWARDEN_MS_CLIENT_ID, "
+                "or [[mailwarden.tenants]] in the TOML file"
+            ]
+        )
+    clients = []
+    for t in tenants:
+        cred = credential or graph_credential(t)
+        clients.append(TenantClients(t, graph_client(t.graph_url or settings.graph_url, cred), cred))
+    actions_by_tenant = {
+        c.tenant.id: {
+            a.name: a
+            for a in microsoft_actions(
+                c.graph,
+                MicrosoftActionConfig(
+                    require_mfa_group_id=c.tenant.require_mfa_group_id,
+                    per_user_mfa=c.tenant.per_user_mfa,
+                    disable_service_principal=c.tenant.disable_service_principal,
+                    internal_domains=tuple(c.tenant.internal_domains),
+                ),
+            )
+        }
+        for c in clients
+    }
+    graph = clients[0].graph
     params = Params(
         failed_then_success_min_failures=settings.failed_then_success_min_failures,
         failed_then_success_window=timedelta(seconds=settings.failed_then_success_window_s),
@@ -168,8 +198,8 @@ async def build(
     timeouts = ladder_rung(settings, {})
     ladder = {Severity.parse(sev): ladder_rung(settings, over) for sev, over in settings.ladder.items()}
     crash = crash_points if crash_points is not None else set()
-    actions = {a.name: a for a in microsoft_actions(graph)}
-    tenant = settings.ms_tenant_id or "default"
+    actions = actions_by_tenant[tenants[0].id]
+    tenant = tenants[0].id
     cases = CaseService(
         engine,
         clock,
@@ -189,6 +219,7 @@ async def build(
         dry_run=settings.dry_run,
         reconcile_skew=timedelta(seconds=settings.reconcile_skew_s),
         crash_points=crash,
+        by_tenant=actions_by_tenant,
     )
     pager = None
     if settings.pagerduty_routing_key is not None:
@@ -204,22 +235,37 @@ async def build(
         slack,
         executor,
         soc_channel=settings.soc_channel or "",
+        soc_channels={t.id: settings.soc_channel_for(t.id) for t in tenants},
         pager=pager,
         soc_usergroup=settings.soc_usergroup,
         oncall_usergroup=settings.oncall_usergroup,
         recovery_url=settings.password_recovery_url,
         helpdesk=settings.helpdesk_contact,
     )
-    poller = EntraSignInPoller(
-        graph,
-        engine,
-        clock,
-        cases,
-        tenant=tenant,
-        delay=timedelta(seconds=settings.signin_delay_s),
-        overlap=timedelta(seconds=settings.signin_overlap_s),
-        initial_lookback=timedelta(seconds=settings.initial_lookback_s),
-    )
+    pollers = []
+    for c in clients:
+        for name in c.tenant.sources:
+            factory = SOURCES.get(name)
+            if factory is None:
+                log.warning("source.unavailable", tenant=c.tenant.id, source=name)
+                continue
+            spec = factory(c, settings)
+            pollers.append(
+                Poller(
+                    spec.fetcher,
+                    engine,
+                    clock,
+                    cases,
+                    tenant=c.tenant.id,
+                    delay=spec.delay,
+                    overlap=spec.overlap,
+                    initial_lookback=spec.initial_lookback,
+                    max_window=spec.max_window,
+                )
+            )
+    if not pollers:
+        raise ConfigError(["no source is enabled for any tenant"])
+    poller = pollers[0]
     bolt = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else "",
@@ -241,7 +287,20 @@ async def build(
     )
     register(bolt, interactions)
     services = Services(
-        settings, clock, engine, slack, graph, cases, executor, dispatcher, poller, bolt, interactions, crash
+        settings,
+        clock,
+        engine,
+        slack,
+        graph,
+        cases,
+        executor,
+        dispatcher,
+        poller,
+        bolt,
+        interactions,
+        crash,
+        pollers=pollers,
+        tenants={c.tenant.id: c for c in clients},
     )
     services_ref.append(services)
     return services

@@ -6,8 +6,10 @@ The SOC modal pre-checks these; anything registered can still be ticked by hand.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
 
-from bot.model import Finding, Severity
+from bot.model import Case, Finding, Severity
 
 # Detector -> the foothold it implies -> the action that removes it.
 FOOTHOLD_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -34,3 +36,24 @@ def propose(findings: Iterable[Finding], severity: Severity, available: Iterable
         wanted.append("block_sign_in")
     have = set(available)
     return tuple(dict.fromkeys(a for a in wanted if a in have))  # ordered, without repeats
+
+
+def action_context(case: Case) -> dict[str, Any]:
+    """What containment needs beyond the user (actions.base.ActionContext as JSON), from the evidence.
+
+    The incident window starts an hour before the first event of the case: MFA methods or inbox rules
+    created since then are the attacker's suspects."""
+    first = min((e.occurred_at for e in case.events), default=case.opened_at)
+    clients = [
+        v for f in case.findings if f.detector == "oauth_mail_consent" for k, v in f.evidence if k == "client_id"
+    ]
+    return {
+        "case_id": case.id,
+        "window_start": (first - INCIDENT_LEAD).isoformat(),
+        "service_principal_ids": list(dict.fromkeys(clients)),
+        "rule_ids": [],
+        "rule_names": [],
+    }
+
+
+INCIDENT_LEAD = timedelta(hours=1)

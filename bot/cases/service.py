@@ -19,7 +19,7 @@ from bot.allowlist import SCOPES, AllowEntry, scope_value, unsuppressed
 from bot.audit import log as audit
 from bot.cases import machine
 from bot.cases.machine import Effect, Timeouts
-from bot.cases.plan import propose
+from bot.cases.plan import action_context, propose
 from bot.clock import Clock
 from bot.detect import Params, run_all
 from bot.detect.profile import observe
@@ -58,7 +58,17 @@ def outbox_row(case: Case, effect: Effect) -> tuple[str, str, dict[str, Any]]:
         case machine.SocThreadNote(text=text, mention_soc=soc, mention_oncall=oncall):
             return "soc_thread.post", soc_lane, {"text": text, "mention_soc": soc, "mention_oncall": oncall}
         case machine.RunAction(action=action, target=target, plan=plan):
-            return "action.run", f"action:{case.id}", {"action": action, "target": target, "plan": list(plan)}
+            return (
+                "action.run",
+                f"action:{case.id}",
+                {
+                    "action": action,
+                    "target": target,
+                    "plan": list(plan),
+                    "tenant": case.tenant,
+                    "context": action_context(case),
+                },
+            )
         case machine.RemindUser():
             return "user_reminder.post", user_lane, {}
         case machine.TellUserOutcome():

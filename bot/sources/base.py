@@ -1,0 +1,147 @@
+"""One poll loop for every source: fetch a window, keep every record, detect, advance the cursor.
+
+A source only knows how to fetch records for a time window (`Fetcher`); the Poller owns the rest,
+so cursors, de-duplication and the "cursor moves in the same transaction as the records" rule are
+written once. Delayed watermark (reference/performance.md "Lag vs budget"): each poll reads
+[cursor - overlap, now - delay] and de-duplicates on the record id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.cases.service import CaseService
+from bot.clock import Clock
+from bot.model import Event, Rejection
+from bot.sources.normalize import normalize
+from bot.sources.normalize_entra import canonical_bytes
+from bot.store import repo
+
+log = structlog.get_logger("mailwarden.sources")
+
+
+class Fetcher(Protocol):
+    source: str  # the cursor's name, e.g. "entra_signin"
+    kind: str  # the normalizer's kind, e.g. "entra-signin"
+
+    async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
+        """Every record in [start, end] and the number of requests it took."""
+        ...
+
+
+@dataclass(slots=True)
+class PollResult:
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    pages: int = 0
+    fetched: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    cases_opened: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class Poller:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        engine: AsyncEngine,
+        clock: Clock,
+        cases: CaseService,
+        *,
+        tenant: str,
+        delay: timedelta,
+        overlap: timedelta,
+        initial_lookback: timedelta,
+        max_window: timedelta | None = None,
+    ) -> None:
+        self.fetcher = fetcher
+        self.engine = engine
+        self.clock = clock
+        self.cases = cases
+        self.tenant = tenant
+        self.delay = delay
+        self.overlap = overlap
+        self.initial_lookback = initial_lookback
+        self.max_window = max_window  # e.g. the Management Activity API's 24-hour listing limit
+
+    @property
+    def name(self) -> str:
+        return f"{self.fetcher.source}:{self.tenant}"
+
+    async def poll_once(self) -> PollResult:
+        now = self.clock.now()
+        source = self.fetcher.source
+        async with self.engine.connect() as conn:
+            position = await repo.get_cursor(conn, source, self.tenant)
+        end = now - self.delay
+        start = (position - self.overlap) if position else end - self.initial_lookback
+        if self.max_window is not None and end - start > self.max_window:
+            end = start + self.max_window  # catch up one allowed window at a time
+        result = PollResult(window_start=start, window_end=end)
+        if position is not None and end <= position:
+            return result
+        records, result.pages = await self.fetcher.fetch(start, end)
+        result.fetched = len(records)
+        async with self.engine.begin() as conn:
+            fresh: list[Event] = []
+            for record in records:
+                payload = canonical_bytes(record)
+                for item in normalize(self.fetcher.kind, record, self.tenant):
+                    if isinstance(item, Rejection):
+                        # Keep the record (so the cursor may pass it) and say why it was not understood.
+                        new = await repo.store_raw(
+                            conn,
+                            source=source,
+                            tenant=self.tenant,
+                            event_id=item.event_id,
+                            payload=payload,
+                            status="rejected",
+                            reason=item.reason,
+                            now=now,
+                        )
+                        if new:
+                            result.rejected += 1
+                            result.rejections.append(item)
+                            log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
+                        continue
+                    new = await repo.store_raw(
+                        conn,
+                        source=source,
+                        tenant=self.tenant,
+                        event_id=item.event_id,
+                        payload=payload,
+                        status="accepted",
+                        now=now,
+                        occurred_at=item.occurred_at,
+                        user=item.user_principal,
+                    )
+                    if new:
+                        fresh.append(item)
+                    else:
+                        result.duplicates += 1
+            result.stored = len(fresh)
+            ingest = await self.cases.ingest(conn, fresh)
+            result.cases_opened = ingest.cases_opened
+            # same transaction as the records: a crash before commit re-reads the window, never skips it
+            await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
+        log.info(
+            "source.poll",
+            source=source,
+            tenant=self.tenant,
+            start=start.isoformat(),
+            end=end.isoformat(),
+            pages=result.pages,
+            fetched=result.fetched,
+            stored=result.stored,
+            duplicates=result.duplicates,
+            rejected=result.rejected,
+            cases_opened=result.cases_opened,
+        )
+        return result
