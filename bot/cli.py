@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import asyncio
 import contextlib
 import json
@@ -181,6 +182,17 @@ def _print_demo(report: dict[str, Any]) -> None:
     print(f"\naudit log {'verified' if report['audit_ok'] else 'FAILED verification'}; database kept at {report['db']}")
 
 
+# Each benchmark module offers add_arguments(parser) and run(args) -> int; one line here registers it.
+BENCHES: dict[str, tuple[str, str]] = {}
+
+
+def _bench(module: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(module).run(args))
+
+    return run
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailwarden", description=__doc__)
     p.add_argument("--config", help="TOML configuration file (default: $MAILWARDEN_CONFIG)")
@@ -209,6 +221,14 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--db", help="database URL or SQLite path (default: configured database)")
     export.add_argument("--out", help="file to write (default: stdout)")
     export.set_defaults(func=lambda a: asyncio.run(_audit_export(_db_url(a), a.out)))
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures (see README: Benchmarks)")
+    benches = bench.add_subparsers(dest="bench_cmd", required=True)
+    for name, (module, about) in BENCHES.items():
+        one = benches.add_parser(name, help=about)
+        one.add_argument("--json", action="store_true", help="print one JSON object")
+        one.set_defaults(func=_bench(module), bench_module=module)
+        importlib.import_module(module).add_arguments(one)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (also done at start-up)")
     migrate.add_argument("--db", help="database URL or SQLite path")

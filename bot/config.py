@@ -110,6 +110,12 @@ class Settings(BaseModel):
     password_recovery_url: str | None = None  # told to the employee after containment
     helpdesk_contact: str = "the IT helpdesk"
 
+    # Off-hours routing: at night (employee's own time zone) a high or critical case goes straight to the
+    # SOC instead of waking the employee, whose "Yes" could not close it anyway.
+    offhours_direct_to_soc: bool = False
+    business_hours_start: int = Field(default=7, ge=0, le=23)
+    business_hours_end: int = Field(default=20, ge=1, le=24)
+
     # Accounts never contained by one person alone (break-glass, VIPs): UPNs, lower case
     protected_users: list[str] = Field(default_factory=list)
 

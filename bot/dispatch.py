@@ -23,11 +23,12 @@ from sqlalchemy import select, update
 from actions.base import ActionContext
 from actions.ledger import Executor
 from bot.audit import log as audit
+from bot.cases.plan import off_hours
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.errors import ConcurrentUpdate, IllegalTransition
 from bot.escalate.pagerduty import PagerDuty
-from bot.model import Case, CaseEvent, CaseState, MessageRef
+from bot.model import Case, CaseEvent, CaseState, MessageRef, Severity
 from bot.pacing import EPHEMERAL_PER_WORKSPACE, POST_PER_CHANNEL, UPDATE_PER_WORKSPACE, Pacer
 from bot.slack import cards
 from bot.store import repo
@@ -68,6 +69,8 @@ class Dispatcher:
         recovery_url: str | None = None,
         helpdesk: str = "the IT helpdesk",
         lane_concurrency: int = 16,
+        preflight: Callable[[Case], Awaitable[tuple[tuple[tuple[str, str], ...], bool]]] | None = None,
+        offhours: tuple[int, int] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -83,6 +86,8 @@ class Dispatcher:
         self.recovery_url = recovery_url
         self.helpdesk = helpdesk
         self.lane_concurrency = lane_concurrency
+        self.preflight = preflight
+        self.offhours = offhours
         self.pacer = Pacer()
         self._lock = asyncio.Lock()
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
@@ -248,6 +253,18 @@ class Dispatcher:
                 await self._safe_transition(case.id, CaseEvent.USER_UNREACHABLE, note="Slack account deactivated")
                 return
             user_id, tz = str(user["id"]), user.get("tz")
+        if (
+            self.offhours is not None
+            and case.severity >= Severity.HIGH
+            and off_hours(self.clock.now(), tz, *self.offhours)
+        ):
+            await self._record(case.id, "slack.user_resolved", slack_user_id=user_id, slack_tz=tz)
+            await self._safe_transition(
+                case.id,
+                CaseEvent.USER_UNREACHABLE,
+                note=f"off-hours for the employee ({tz or 'UTC'}): sent straight to the SOC",
+            )
+            return
         dm = await self.slack.conversations_open(users=user_id)
         channel = str(dm["channel"]["id"])
         card = cards.user_card(replace(case, slack_tz=tz))
@@ -294,6 +311,13 @@ class Dispatcher:
         case = await self._case(payload)
         if case.soc_card is not None:
             return
+        if self.preflight is not None and not case.plan_notes:
+            # what containment will and will not do, before anyone clicks (guest, synced, protected)
+            notes, two = await self.preflight(case)
+            await self._record(
+                case.id, "case.preflight", plan_notes=notes, needs_two_approvers=case.needs_two_approvers or two
+            )
+            case = await self._case(payload)
         card = cards.soc_card(case)
         posted = await self.post(
             self.soc_channels.get(case.tenant, self.soc_channel), text=card.text, blocks=card.blocks

@@ -22,7 +22,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actions.ledger import Executor
-from actions.microsoft import MicrosoftActionConfig, microsoft_actions
+from actions.microsoft import MicrosoftActionConfig, microsoft_actions, user_facts
+from actions.preflight import ProtectionPolicy, check_plan
 from bot.audit import log as audit
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
@@ -32,7 +33,7 @@ from bot.detect import Params
 from bot.dispatch import Dispatcher
 from bot.errors import ConfigError
 from bot.escalate.pagerduty import PagerDuty
-from bot.model import Severity
+from bot.model import Case, Severity
 from bot.slack.handlers import Interactions, SocDirectory, register
 from bot.sources.base import Poller
 from bot.sources.registry import SOURCES, TenantClients
@@ -228,6 +229,20 @@ async def build(
             settings.pagerduty_routing_key.get_secret_value(),
             base_url=settings.pagerduty_url,
         )
+    policy = ProtectionPolicy.of(vip=settings.protected_users)
+
+    async def preflight(case: Case) -> tuple[tuple[tuple[str, str], ...], bool]:
+        """Pre-flight of every available action for this user, for the SOC card and the Contain… modal."""
+        client = next((c for c in clients if c.tenant.id == case.tenant), clients[0])
+        try:
+            facts = await user_facts(client.graph, case.user_id or case.user_principal)
+        except Exception as exc:
+            log.warning("preflight.failed", case_id=case.id, error=type(exc).__name__)
+            return (("*", f"pre-flight could not read the user ({type(exc).__name__})"),), False
+        check = check_plan(facts, list(actions_by_tenant[client.tenant.id]), policy)
+        notes = tuple((st.action, st.note) for st in check.steps if st.note)
+        return notes + tuple(("*", n) for n in check.notes), check.needs_two_approvers
+
     dispatcher = Dispatcher(
         engine,
         clock,
@@ -241,6 +256,10 @@ async def build(
         oncall_usergroup=settings.oncall_usergroup,
         recovery_url=settings.password_recovery_url,
         helpdesk=settings.helpdesk_contact,
+        preflight=preflight,
+        offhours=(settings.business_hours_start, settings.business_hours_end)
+        if settings.offhours_direct_to_soc
+        else None,
     )
     pollers = []
     for c in clients:

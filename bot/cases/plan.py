@@ -6,8 +6,9 @@ The SOC modal pre-checks these; anything registered can still be ticked by hand.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.model import Case, Finding, Severity
 
@@ -57,3 +58,12 @@ def action_context(case: Case) -> dict[str, Any]:
 
 
 INCIDENT_LEAD = timedelta(hours=1)
+
+
+def off_hours(at: datetime, tz: str | None, start_hour: int, end_hour: int) -> bool:
+    """Is `at` outside [start_hour, end_hour) in the employee's own time zone (UTC when unknown)?"""
+    try:
+        local = at.astimezone(ZoneInfo(tz)) if tz else at
+    except (ZoneInfoNotFoundError, ValueError):
+        local = at
+    return not start_hour <= local.hour < end_hour

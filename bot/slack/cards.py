@@ -236,12 +236,13 @@ def _plan_text(case: Case) -> str:
     for a in case.plan:
         note = notes.get(a)
         lines.append(f"• {ACTION_LABELS.get(a, a)}" + (f" — ⚠️ {safe(note, 300)}" if note else ""))
+    general = [f"⚠️ {safe(n, 300)}" for a, n in case.plan_notes if a == "*"]
     extra = (
         "\n_Two SOC members must approve (protected account or destructive action)._"
-        if (case.needs_two_approvers)
+        if case.needs_two_approvers
         else ""
     )
-    return "*Proposed containment:*\n" + "\n".join(lines) + extra
+    return "*Proposed containment:*\n" + "\n".join(lines + general) + extra
 
 
 def soc_card(case: Case) -> Card:
@@ -357,7 +358,9 @@ def contain_modal(case: Case, available: Sequence[str], destructive: frozenset[s
     checkboxes: Block = {"type": "checkboxes", "action_id": Ids.IN_ACTIONS.value, "options": options}
     if initial:
         checkboxes["initial_options"] = initial
-    notes = "\n".join(f"• {ACTION_LABELS.get(a, a)}: {safe(n, 200)}" for a, n in case.plan_notes)
+    notes = "\n".join(
+        f"• {'Plan' if a == '*' else ACTION_LABELS.get(a, a)}: {safe(n, 200)}" for a, n in case.plan_notes
+    )
     blocks: list[Block] = [
         _mrkdwn(f"*{safe(case.user_principal, 200)}* · {case.severity.label} · case {case.id}"),
         {
