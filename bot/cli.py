@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import contextlib
+import importlib
 import json
 import signal
 import sys

@@ -21,6 +21,9 @@ ENV_PREFIX = "MAILWARDEN_"
 
 SourceName = Literal["signins", "signins_noninteractive", "risk", "o365_audit"]
 AuthKind = Literal["secret", "certificate", "workload_identity"]
+# Filtered non-interactive sign-ins (any of): failures, legacy-protocol clients, risky sign-ins.
+NonInteractiveFilter = Literal["failures", "legacy", "risky"]
+O365ContentType = Literal["Audit.Exchange", "Audit.AzureActiveDirectory", "Audit.General", "Audit.SharePoint"]
 
 
 def _default_sources() -> list[SourceName]:
@@ -78,6 +81,25 @@ class Settings(BaseModel):
     ms_per_user_mfa: bool = False
     ms_disable_service_principal: bool = False
     ms_internal_domains: list[str] = Field(default_factory=list)
+    # Beta non-interactive sign-ins (source "signins_noninteractive"). Empty filter: every record, which
+    # exceeds the reports budget in large tenants (README "Non-interactive sign-ins"); otherwise only
+    # records matching any of the listed kinds are read.
+    noninteractive_filter: list[NonInteractiveFilter] = Field(default_factory=list)
+    noninteractive_service_principals: bool = False  # also servicePrincipal sign-ins
+    # Identity Protection (source "risk"): riskDetections always; riskyUsers when enabled.
+    risk_risky_users: bool = False
+    risk_delay_s: int = Field(default=300, ge=0)
+    risk_overlap_s: int = Field(default=300, ge=0)
+    # Office 365 Management Activity API (source "o365_audit"). The window is on contentCreated (when a
+    # blob became available), so the delay only covers listing propagation, not the 30 min-24 h lag.
+    o365_publisher_id: str | None = None  # the vendor's tenant GUID: a dedicated throttling quota
+    o365_content_types: list[O365ContentType] = Field(
+        default_factory=lambda: ["Audit.Exchange", "Audit.AzureActiveDirectory"]
+    )
+    o365_delay_s: int = Field(default=300, ge=0)
+    o365_overlap_s: int = Field(default=900, ge=0)
+    # `mailwarden run` probes each enabled source first and switches off those it cannot read.
+    startup_checks: bool = True
     # Several tenants: [[mailwarden.tenants]] tables in TOML; when given, the ms_* keys above are unused.
     tenants: list[TenantSettings] = Field(default_factory=list)
 
@@ -157,6 +179,14 @@ class Settings(BaseModel):
             return [v.strip().lower() for v in value.split(",") if v.strip()]
         if isinstance(value, list):
             return [str(v).strip().lower() for v in value]
+        return value
+
+    @field_validator("noninteractive_filter", "o365_content_types", mode="before")
+    @classmethod
+    def _comma_list_as_is(cls, value: Any) -> Any:
+        # "failures,legacy" from the environment; values keep their case (content types are case-sensitive)
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
 

@@ -7,8 +7,10 @@ the stored record is exactly what Graph sent, and the normalizer sees the real s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -17,6 +19,67 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_service_client import GraphServiceClient
 
 PAGE_SIZE = 1000  # the documented maximum and default
+
+# What the normalizer (bot/sources/normalize_entra.py) and so the detectors read; nothing else is sent.
+# Only properties of the beta signIn resource: Graph answers 400 to an unknown one in $select.
+SIGNIN_SELECT = (
+    "id",
+    "createdDateTime",
+    "userPrincipalName",
+    "userId",
+    "userDisplayName",
+    "userType",
+    "appId",
+    "appDisplayName",
+    "ipAddress",
+    "autonomousSystemNumber",
+    "clientAppUsed",
+    "userAgent",
+    "correlationId",
+    "conditionalAccessStatus",
+    "isInteractive",
+    "signInEventTypes",
+    "status",
+    "deviceDetail",
+    "location",
+    "networkLocationDetails",
+    "riskEventTypes",
+    "riskEventTypes_v2",
+    "riskLevelDuringSignIn",
+    "riskLevelAggregated",
+    "riskState",
+    "authenticationProtocol",
+    "authenticationRequirement",
+    "authenticationProcessingDetails",
+    "resourceDisplayName",
+    "resourceId",
+    "tokenIssuerType",
+    "uniqueTokenIdentifier",
+    "servicePrincipalId",
+    "servicePrincipalName",
+)
+# clientAppUsed values of legacy (basic-auth) protocols, as Entra reports them.
+LEGACY_CLIENTS = (
+    "Authenticated SMTP",
+    "AutoDiscover",
+    "Exchange ActiveSync",
+    "Exchange Online PowerShell",
+    "Exchange Web Services",
+    "IMAP4",
+    "MAPI Over HTTP",
+    "Offline Address Book",
+    "Other clients",
+    "Outlook Anywhere (RPC over HTTP)",
+    "POP3",
+    "Reporting Web Services",
+    "Universal Outlook",
+)
+# The clause for each filtered mode; a record is read when it matches any of the configured ones.
+NONINTERACTIVE_FILTERS = {
+    "failures": "status/errorCode ne 0",
+    "legacy": " or ".join(f"clientAppUsed eq '{c}'" for c in LEGACY_CLIENTS),
+    "risky": " or ".join(f"riskLevelDuringSignIn eq '{lvl}'" for lvl in ("low", "medium", "high")),
+}
 
 
 def graph_time(at: datetime) -> str:
@@ -44,12 +107,86 @@ class EntraSignIns:
         return await fetch_pages(self.graph, builder.to_get_request_information(config), builder.with_url)
 
 
-async def fetch_pages(graph: GraphServiceClient, info: Any, with_url: Any) -> tuple[list[Any], int]:
-    """GET a Graph collection and every @odata.nextLink page after it, as raw JSON records."""
+def beta_url(graph: GraphServiceClient) -> str:
+    """The beta root next to the client's v1.0 base URL (same host: the emulator, a national cloud)."""
+    base = str(graph.request_adapter.base_url).rstrip("/")
+    return base[: -len("/v1.0")] + "/beta" if base.endswith("/v1.0") else base + "/beta"
+
+
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    """`$name=value&...` with the values percent-encoded the way msgraph-sdk encodes them."""
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in params)
+
+
+class EntraSignInsBeta:
+    """Non-interactive (and optionally service-principal) sign-ins: beta only, because v1.0 has no
+    `signInEventTypes` (api-contracts.md §1.2). The same GraphServiceClient and request adapter (auth,
+    kiota retry) with a beta URL built by hand: no second SDK.
+
+    Volume: non-interactive logs are 10-50x the interactive ones, beyond the 5 requests / 10 s reports
+    budget for large tenants (performance.md §2), so `filters` narrows them server-side to failures,
+    legacy-protocol clients and/or risky sign-ins (`status/errorCode ne 0` and the `or` groups are
+    beta $filter syntax not listed among the documented operators: U).
+    """
+
+    source = "entra_signin_noninteractive"
+    kind = "entra-signin"
+
+    def __init__(
+        self,
+        graph: GraphServiceClient,
+        *,
+        filters: Sequence[str] = (),
+        service_principals: bool = False,
+        select: Sequence[str] = SIGNIN_SELECT,
+    ) -> None:
+        unknown = set(filters) - set(NONINTERACTIVE_FILTERS)
+        if unknown:
+            raise ValueError(f"unknown non-interactive filter(s): {', '.join(sorted(unknown))}")
+        self.graph = graph
+        self.filters = tuple(filters)
+        self.service_principals = service_principals
+        self.select = tuple(select)
+
+    def filter_text(self, start: datetime, end: datetime) -> str:
+        types = ["nonInteractiveUser"] + (["servicePrincipal"] if self.service_principals else [])
+        kinds = " or ".join(f"signInEventTypes/any(t: t eq '{t}')" for t in types)
+        clauses = [
+            f"createdDateTime ge {graph_time(start)}",
+            f"createdDateTime le {graph_time(end)}",
+            f"({kinds})" if len(types) > 1 else kinds,
+        ]
+        if self.filters:
+            clauses.append("(" + " or ".join(NONINTERACTIVE_FILTERS[f] for f in self.filters) + ")")
+        return " and ".join(clauses)
+
+    def url(self, start: datetime, end: datetime, top: int = PAGE_SIZE) -> str:
+        params = [("$filter", self.filter_text(start, end)), ("$top", str(top))]
+        if self.select:
+            params.append(("$select", ",".join(self.select)))
+        return f"{beta_url(self.graph)}/auditLogs/signIns?{query_string(params)}"
+
+    async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
+        with_url = self.graph.audit_logs.sign_ins.with_url
+        return await fetch_pages(self.graph, with_url(self.url(start, end)).to_get_request_information(), with_url)
+
+
+async def fetch_pages(
+    graph: GraphServiceClient,
+    info: Any,
+    with_url: Any,
+    *,
+    before_request: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[Any], int]:
+    """GET a Graph collection and every @odata.nextLink page after it, as raw JSON records.
+
+    `before_request` runs before each page (client-side pacing, e.g. Identity Protection's 1/s)."""
     records: list[Any] = []
     pages = 0
     adapter: Any = graph.request_adapter  # send_primitive_async is typed as returning None
     while True:
+        if before_request is not None:
+            await before_request()
         raw = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
         pages += 1
         body: Any = orjson.loads(raw) if raw else {}
