@@ -36,7 +36,7 @@ from bot.escalate.pagerduty import PagerDuty
 from bot.model import Case, Severity
 from bot.slack.handlers import Interactions, SocDirectory, register
 from bot.sources.base import Poller
-from bot.sources.registry import SOURCES, TenantClients
+from bot.sources.registry import TenantClients, guarded
 from bot.store import db, repo
 
 log = structlog.get_logger("mailwarden")
@@ -153,6 +153,28 @@ class Services:
         await self.engine.dispose()
 
 
+async def _startup_checks(c: TenantClients, settings: Settings) -> set[str]:
+    """The sources of one tenant to switch off: their permission or licence is missing (bot/doctor.py)."""
+    from bot.doctor import MISSING_LICENCE, MISSING_PERMISSION, check_sources
+
+    off: set[str] = set()
+    for v in await check_sources(c, settings):
+        if v.status in (MISSING_PERMISSION, MISSING_LICENCE):
+            off.add(v.feature)
+            log.error(
+                "source.disabled",
+                tenant=v.tenant,
+                source=v.feature,
+                missing="licence" if v.status == MISSING_LICENCE else "permission",
+                needs=v.licence if v.status == MISSING_LICENCE else v.needs,
+                detail=v.detail,
+                when="start-up check",
+            )
+        elif v.broken:
+            log.warning("source.check_failed", tenant=v.tenant, source=v.feature, detail=v.detail)
+    return off
+
+
 async def build(
     settings: Settings,
     clock: Clock,
@@ -174,7 +196,7 @@ async def build(
     clients = []
     for t in tenants:
         cred = credential or graph_credential(t)
-        clients.append(TenantClients(t, graph_client(t.graph_url or settings.graph_url, cred), cred))
+        clients.append(TenantClients(t, graph_client(t.graph_url or settings.graph_url, cred), cred, clock))
     actions_by_tenant = {
         c.tenant.id: {
             a.name: a
@@ -263,12 +285,14 @@ async def build(
     )
     pollers = []
     for c in clients:
+        switched_off = await _startup_checks(c, settings) if settings.startup_checks else set()
         for name in c.tenant.sources:
-            factory = SOURCES.get(name)
-            if factory is None:
+            if name in switched_off:
+                continue
+            spec = guarded(name, c, settings)
+            if spec is None:
                 log.warning("source.unavailable", tenant=c.tenant.id, source=name)
                 continue
-            spec = factory(c, settings)
             pollers.append(
                 Poller(
                     spec.fetcher,

@@ -55,9 +55,6 @@ _USER_FIELDS = (
 )
 # " and " outside single-quoted literals.
 _AND = re.compile(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)", re.IGNORECASE)
-_TIME_CLAUSE = re.compile(r"createdDateTime\s+(ge|le|gt|lt|eq)\s+(\S+)", re.IGNORECASE)
-_STRING_CLAUSE = re.compile(r"(userPrincipalName|userId)\s+eq\s+'((?:[^']|'')*)'", re.IGNORECASE)
-_ERROR_CODE_CLAUSE = re.compile(r"status/errorCode\s+eq\s+(-?\d+)", re.IGNORECASE)
 _COMPARE: dict[str, Callable[[datetime, datetime], bool]] = {
     "ge": lambda a, b: a >= b,
     "le": lambda a, b: a <= b,
@@ -117,7 +114,6 @@ class _Call:
             raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
 
 
-Predicate = Callable[[_SignIn], bool]
 Handler = Callable[[_Call, dict[str, str]], Awaitable[Response]]
 BOTH = frozenset({"v1.0", "beta"})
 BETA = frozenset({"beta"})
@@ -906,28 +902,182 @@ def _parse_top(raw: str | None) -> int:
     return min(int(raw), MAX_PAGE)
 
 
-def _parse_filter(text: str) -> list[Predicate]:
-    predicates: list[Predicate] = []
-    for clause in _AND.split(text.strip()) if text.strip() else []:
-        predicates.append(_parse_clause(clause.strip()))
-    return predicates
+@dataclass(frozen=True)
+class _Schema:
+    """What `$filter` may name on one collection; anything else is a 400 as Graph answers."""
+
+    entity: str
+    times: frozenset[str] = frozenset()
+    strings: frozenset[str] = frozenset()  # eq / ne, compared case-insensitively
+    ints: frozenset[str] = frozenset()  # eq / ne on integer paths such as status/errorCode
+    collections: frozenset[str] = frozenset()  # name/any(t: t eq '...')
 
 
-def _parse_clause(clause: str) -> Predicate:
-    if m := _TIME_CLAUSE.fullmatch(clause):
-        compare = _COMPARE[m.group(1).lower()]
-        try:
-            bound = parse_graph_time(m.group(2))
-        except ValueError:
-            raise GraphError(400, "invalidRequest", f"Invalid date in filter: '{m.group(2)}'.") from None
-        return lambda s: compare(s.created, bound)
-    if m := _STRING_CLAUSE.fullmatch(clause):
-        field, wanted = m.group(1), m.group(2).replace("''", "'").lower()
-        name = "userPrincipalName" if field.lower() == "userprincipalname" else "userId"
-        return lambda s: str(s.record.get(name, "")).lower() == wanted
-    if m := _ERROR_CODE_CLAUSE.fullmatch(clause):
-        code = int(m.group(1))
-        return lambda s: (s.record.get("status") or {}).get("errorCode") == code
+SIGN_IN_FILTER = _Schema(
+    "signIn",
+    times=frozenset({"createdDateTime"}),
+    strings=frozenset(
+        {"userPrincipalName", "userId", "appId", "clientAppUsed", "riskLevelDuringSignIn", "riskState", "correlationId"}
+    ),
+    ints=frozenset({"status/errorCode"}),
+    collections=frozenset({"signInEventTypes"}),
+)
+SIGN_IN_FILTER_V1 = _Schema(
+    "signIn", SIGN_IN_FILTER.times, SIGN_IN_FILTER.strings, SIGN_IN_FILTER.ints, frozenset()
+)  # v1.0 has no signInEventTypes (api-contracts.md §1.2)
+RISK_DETECTION_FILTER = _Schema(
+    "riskDetection",
+    times=frozenset({"detectedDateTime", "lastUpdatedDateTime", "activityDateTime"}),
+    strings=frozenset({"userId", "userPrincipalName", "riskEventType", "riskLevel", "riskState"}),
+)
+RISKY_USER_FILTER = _Schema(
+    "riskyUser",
+    times=frozenset({"riskLastUpdatedDateTime"}),
+    strings=frozenset({"riskLevel", "riskState", "userPrincipalName"}),
+)
+RecordPredicate = Callable[[dict[str, Any]], bool]
+_LEAF_TIME = re.compile(r"([A-Za-z]+)\s+(ge|le|gt|lt|eq)\s+(\S+)", re.IGNORECASE)
+_LEAF_STRING = re.compile(r"([A-Za-z/]+)\s+(eq|ne)\s+'((?:[^']|'')*)'", re.IGNORECASE)
+_LEAF_INT = re.compile(r"([A-Za-z/]+)\s+(eq|ne)\s+(-?\d+)", re.IGNORECASE)
+_LEAF_ANY = re.compile(r"([A-Za-z]+)/any\((\w+)\s*:\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\)", re.IGNORECASE)
+_CONNECTIVE = re.compile(r"\s+(and|or)\s+", re.IGNORECASE)
+
+
+def _path(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _tokens(text: str) -> list[str]:
+    """'(', ')', 'and', 'or' and leaf clauses; a leaf keeps its own quotes and any(...) parentheses."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] in "()":
+            out.append(text[i])
+            i += 1
+            continue
+        m = re.match(r"(and|or)\b", text[i:], re.IGNORECASE)
+        if m and out and out[-1] not in ("(", "and", "or"):
+            out.append(m.group(1).lower())
+            i += len(m.group(1))
+            continue
+        start, depth, quoted = i, 0, False
+        while i < n:
+            c = text[i]
+            if c == "'":
+                quoted = not quoted
+            elif not quoted and c == "(":
+                depth += 1
+            elif not quoted and c == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif not quoted and depth == 0 and _CONNECTIVE.match(text, i):
+                break
+            i += 1
+        out.append(text[start:i].strip())
+    return out
+
+
+def parse_filter(text: str, schema: _Schema) -> tuple[RecordPredicate, set[str]]:
+    """An OData `$filter` (and, or, parentheses) as a predicate, and the property names it mentions."""
+    tokens = _tokens(text.strip()) if text.strip() else []
+    mentioned: set[str] = set()
+    pos = 0
+
+    def expect_more() -> str:
+        if pos >= len(tokens):
+            raise GraphError(400, "invalidRequest", f"Invalid filter: '{text}' ends too early.")
+        return tokens[pos]
+
+    def factor() -> RecordPredicate:
+        nonlocal pos
+        tok = expect_more()
+        pos += 1
+        if tok == "(":
+            inner = disjunction()
+            if pos >= len(tokens) or tokens[pos] != ")":
+                raise GraphError(400, "invalidRequest", f"Invalid filter: unbalanced parentheses in '{text}'.")
+            pos += 1
+            return inner
+        if tok in (")", "and", "or"):
+            raise GraphError(400, "invalidRequest", f"Invalid filter: unexpected '{tok}' in '{text}'.")
+        return _leaf(tok, schema, mentioned)
+
+    def conjunction() -> RecordPredicate:
+        nonlocal pos
+        parts = [factor()]
+        while pos < len(tokens) and tokens[pos] == "and":
+            pos += 1
+            parts.append(factor())
+        return parts[0] if len(parts) == 1 else (lambda r: all(p(r) for p in parts))
+
+    def disjunction() -> RecordPredicate:
+        nonlocal pos
+        parts = [conjunction()]
+        while pos < len(tokens) and tokens[pos] == "or":
+            pos += 1
+            parts.append(conjunction())
+        return parts[0] if len(parts) == 1 else (lambda r: any(p(r) for p in parts))
+
+    if not tokens:
+        return (lambda r: True), mentioned
+    predicate = disjunction()
+    if pos != len(tokens):
+        raise GraphError(400, "invalidRequest", f"Invalid filter: unexpected '{tokens[pos]}' in '{text}'.")
+    return predicate, mentioned
+
+
+def _unknown_property(name: str, schema: _Schema) -> GraphError:
+    return GraphError(
+        400, "BadRequest", f"Could not find a property named '{name}' on type 'microsoft.graph.{schema.entity}'."
+    )
+
+
+def _leaf(clause: str, schema: _Schema, mentioned: set[str]) -> RecordPredicate:
+    if m := _LEAF_ANY.fullmatch(clause):
+        name, var, var2, wanted = m.group(1), m.group(2), m.group(3), m.group(4).replace("''", "'")
+        if name not in schema.collections:
+            raise _unknown_property(name, schema)
+        if var != var2:
+            raise GraphError(400, "invalidRequest", f"Invalid filter clause: '{clause}'.")
+        mentioned.add(name)
+        return lambda r: wanted in (r.get(name) or [])
+    if m := _LEAF_TIME.fullmatch(clause):
+        name, op, raw = m.group(1), m.group(2).lower(), m.group(3)
+        if name in schema.times:
+            compare = _COMPARE[op]
+            try:
+                bound = parse_graph_time(raw)
+            except ValueError:
+                raise GraphError(400, "invalidRequest", f"Invalid date in filter: '{raw}'.") from None
+            mentioned.add(name)
+
+            def on_time(r: dict[str, Any]) -> bool:
+                value = r.get(name)
+                return isinstance(value, str) and compare(parse_graph_time(value), bound)
+
+            return on_time
+    if m := _LEAF_STRING.fullmatch(clause):
+        name, op, wanted = m.group(1), m.group(2).lower(), m.group(3).replace("''", "'").lower()
+        if name in schema.strings:
+            mentioned.add(name)
+            if op == "eq":
+                return lambda r: str(_path(r, name) or "").lower() == wanted
+            return lambda r: str(_path(r, name) or "").lower() != wanted
+    if m := _LEAF_INT.fullmatch(clause):
+        name, op, number = m.group(1), m.group(2).lower(), int(m.group(3))
+        if name in schema.ints:
+            mentioned.add(name)
+            if op == "eq":
+                return lambda r: _path(r, name) == number
+            return lambda r: _path(r, name) != number
     raise GraphError(400, "invalidRequest", f"Invalid filter clause: '{clause}' is not supported.")
 
 

@@ -213,10 +213,16 @@ def test_bot_scopes_are_exactly_what_the_code_needs() -> None:
         "(add each with the scopes from https://docs.slack.dev/reference/methods/<method>, then update "
         "manifest.yml):\n" + "\n".join(f"  {api}: {', '.join(used[api])}" for api in unknown)
     )
-    needed = frozenset().union(*(SCOPES[api] for api in used))
-    declared = _load_manifest()["oauth_config"]["scopes"]["bot"]
+    manifest = _load_manifest()
+    scopes = dict(SCOPES)
+    if manifest["features"].get("slash_commands"):
+        # a slash command needs the commands scope whatever the code calls; the handler is bolt's app.command
+        used = {**used, "(slash command)": ["manifest.yml features.slash_commands"]}
+        scopes["(slash command)"] = frozenset({"commands"})
+    needed = frozenset().union(*(scopes[api] for api in used))
+    declared = manifest["oauth_config"]["scopes"]["bot"]
     assert len(declared) == len(set(declared)), f"duplicate bot scopes in manifest.yml: {declared}"
-    why = {scope: sorted(api for api in used if scope in SCOPES[api]) for scope in needed}
+    why = {scope: sorted(api for api in used if scope in scopes[api]) for scope in needed}
     missing = sorted(needed - set(declared))
     extra = sorted(set(declared) - needed)
     assert not missing and not extra, (
@@ -224,3 +230,15 @@ def test_bot_scopes_are_exactly_what_the_code_needs() -> None:
         + "".join(f"  missing {s} (for {', '.join(why[s])})\n" for s in missing)
         + "".join(f"  unused  {s} (no call in {'/, '.join(SCANNED)}/ needs it)\n" for s in extra)
     )
+
+
+def test_manifest_declares_the_command_and_events_the_code_handles() -> None:
+    from bot.slack.ids import COMMAND
+
+    manifest = _load_manifest()
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == [COMMAND]
+    source = "\n".join(p.read_text() for p in (ROOT / "bot").rglob("*.py"))
+    handled = set(re.findall(r'app\.event\("([a-z_]+)"\)', source))
+    assert handled, "the scan found no event listeners"
+    assert handled == set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True  # views.publish needs it

@@ -184,6 +184,16 @@ class O365Activity:
                 raise
         self._subscribed.add(content_type)
 
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        """GET /subscriptions/list: the cheapest call that proves the token and ActivityFeed.Read."""
+        http = self.http or httpx.AsyncClient(timeout=self.timeout_s)
+        try:
+            listed = _json(await self._send(http, "GET", f"{self.root}/subscriptions/list"))
+        finally:
+            if self.http is None:
+                await http.aclose()
+        return [s for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
+
     # --- listing and blobs ------------------------------------------------------------------------
 
     async def _list(self, http: httpx.AsyncClient, content_type: str, start: datetime, end: datetime) -> list[Blob]:

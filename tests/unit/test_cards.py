@@ -147,3 +147,37 @@ def test_safe_escapes_and_clips() -> None:
     assert safe("<!channel> & co") == "&lt;!channel&gt; &amp; co"
     assert len(safe("x" * 1000, 100)) == 100
     assert safe("&" * 50, 10).count("&") == safe("&" * 50, 10).count("&amp;")  # never a torn entity
+
+
+def test_modals_and_home_are_valid_views() -> None:
+    from slack_sdk.models.views import View
+
+    from bot.slack.cards import benign_modal, contain_modal, home_view
+
+    case = replace(
+        make_case("<!channel>", state=CaseState.AWAITING_SOC),
+        plan=("revoke_sessions", "reset_password"),
+        plan_notes=(("reset_password", "Synced from on-premises AD <@U1>"), ("*", "Protected")),
+    )
+    for view in (
+        contain_modal(case, ["revoke_sessions", "reset_password", "block_sign_in"], frozenset({"reset_password"})),
+        benign_modal(case),
+        home_view(is_soc=True, open_cases=[case] * 60, mine=[case] * 20),
+    ):
+        View(**view).validate_json()  # slack_sdk's own limits: title 24, blocks 100, ...
+        assert len(view["blocks"]) <= 100
+        for t in texts(view["blocks"]):
+            assert "<@U1>" not in t and "<!channel>" not in t
+
+
+def test_soc_card_answers_the_playbook_questions() -> None:
+    card = soc_card(make_case(state=CaseState.AWAITING_SOC))
+    text = str(card.blocks)
+    for question in (
+        "Known or suspicious IP?",
+        "Failed sign-ins before the success?",
+        "Usual hours and place?",
+        "Recent password change or compromised-credential alert?",
+        "Device and client as usual?",
+    ):
+        assert question in text
