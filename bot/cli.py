@@ -1,4 +1,4 @@
-"""`mailwarden` command line: run, demo, config show, audit verify/export, migrate."""
+"""`mailwarden` command line: run, demo, config show, audit verify/export, bench, replay, scenario, eval, migrate."""
 
 from __future__ import annotations
 
@@ -183,7 +183,10 @@ def _print_demo(report: dict[str, Any]) -> None:
 
 
 # Each benchmark module offers add_arguments(parser) and run(args) -> int; one line here registers it.
-BENCHES: dict[str, tuple[str, str]] = {}
+BENCHES: dict[str, tuple[str, str]] = {
+    "slack": ("bot.bench_slack", "a 200-case storm against Slack's limits; acks while a replay runs"),
+    "pipeline": ("bot.bench_pipeline", "sign-in pages through parse, normalize, detect, correlate and SQLite"),
+}
 
 
 def _bench(module: str) -> Any:
@@ -229,6 +232,16 @@ def parser() -> argparse.ArgumentParser:
         one.add_argument("--json", action="store_true", help="print one JSON object")
         one.set_defaults(func=_bench(module), bench_module=module)
         importlib.import_module(module).add_arguments(one)
+
+    # Detection tooling: each module offers add_arguments(parser) and run(args) -> int.
+    for name, module, about in (
+        ("replay", "bot.replay", "replay saved records through the pipeline on a temporary store; print the cases"),
+        ("scenario", "sandbox.scenario", "write a labelled synthetic tenant (both providers, every attack category)"),
+        ("eval", "bot.evaluate", "precision, recall and prompts per 1,000 users per day on a scenario directory"),
+    ):
+        tool = sub.add_parser(name, help=about)
+        importlib.import_module(module).add_arguments(tool)
+        tool.set_defaults(func=_bench(module))
 
     migrate = sub.add_parser("migrate", help="apply database migrations (also done at start-up)")
     migrate.add_argument("--db", help="database URL or SQLite path")

@@ -23,6 +23,7 @@ SourceName = Literal["signins", "signins_noninteractive", "risk", "o365_audit"]
 AuthKind = Literal["secret", "certificate", "workload_identity"]
 # Filtered non-interactive sign-ins (any of): failures, legacy-protocol clients, risky sign-ins.
 NonInteractiveFilter = Literal["failures", "legacy", "risky"]
+DecisionName = Literal["record", "ask_user", "soc", "page", "auto_contain"]
 O365ContentType = Literal["Audit.Exchange", "Audit.AzureActiveDirectory", "Audit.General", "Audit.SharePoint"]
 
 
@@ -67,6 +68,7 @@ class Settings(BaseModel):
     soc_usergroup: str | None = None
     http_host: str = "0.0.0.0"  # noqa: S104 - HTTP mode sits behind the operator's load balancer
     http_port: int = Field(default=3000, ge=1, le=65535)
+    slack_pace_scale: float = Field(default=1.0, gt=0)  # benchmarks only: compresses Slack pacing in time
 
     # Microsoft Entra ID / Graph
     ms_tenant_id: str | None = None
@@ -124,6 +126,24 @@ class Settings(BaseModel):
     failed_then_success_min_failures: int = Field(default=5, ge=1)
     failed_then_success_window_s: int = Field(default=1200, ge=60)
     new_country_warmup_days: int = Field(default=7, ge=0)
+    # Which detectors run: empty runs every one (bot.detect.detector_ids()); a list restricts to those.
+    detectors: list[str] = Field(default_factory=list)
+    # No "new country / network / device / legacy client" finding before a user has this much history.
+    baseline_warmup_days: int = Field(default=7, ge=0)
+    # The organisation's own mail domains: forwarding to them is internal (subdomains included).
+    own_domains: list[str] = Field(default_factory=list)
+    # The operator's threat intelligence, read at start-up: text files with one IP or CIDR per line
+    # (`#` starts a comment). A missing or unreadable file, or a bad line, is a configuration error.
+    threat_intel_files: list[str] = Field(default_factory=list)
+    tor_exit_files: list[str] = Field(default_factory=list)
+    # After a contained incident: stricter thresholds for the user for this long, and no new case
+    # for this long from the user's usual places and devices with the same detectors (no
+    # revoke -> sign in again -> alert loop).
+    watchlist_days: int = Field(default=30, ge=0)
+    containment_quiet_hours: int = Field(default=24, ge=0)
+    # Decision policy overrides (bot/detect/policy.py): severity -> decision, detector -> decision.
+    policy_severity: dict[Literal["low", "medium", "high", "critical"], DecisionName] = Field(default_factory=dict)
+    policy_detectors: dict[str, DecisionName] = Field(default_factory=dict)
 
     # Paging (PagerDuty Events API v2) and who to tell
     pagerduty_routing_key: SecretStr | None = None
@@ -181,7 +201,16 @@ class Settings(BaseModel):
             return [str(v).strip().lower() for v in value]
         return value
 
-    @field_validator("noninteractive_filter", "o365_content_types", mode="before")
+    @field_validator("detectors", "own_domains", mode="before")
+    @classmethod
+    def _comma_list_lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip().lower() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator(
+        "noninteractive_filter", "o365_content_types", "threat_intel_files", "tor_exit_files", mode="before"
+    )
     @classmethod
     def _comma_list_as_is(cls, value: Any) -> Any:
         # "failures,legacy" from the environment; values keep their case (content types are case-sensitive)

@@ -68,9 +68,10 @@ class Dispatcher:
         oncall_usergroup: str | None = None,
         recovery_url: str | None = None,
         helpdesk: str = "the IT helpdesk",
-        lane_concurrency: int = 16,
+        lane_concurrency: int = 64,
         preflight: Callable[[Case], Awaitable[tuple[tuple[tuple[str, str], ...], bool]]] | None = None,
         offhours: tuple[int, int] | None = None,
+        pace_scale: float = 1.0,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -88,7 +89,7 @@ class Dispatcher:
         self.lane_concurrency = lane_concurrency
         self.preflight = preflight
         self.offhours = offhours
-        self.pacer = Pacer()
+        self.pacer = Pacer(pace_scale)
         self._lock = asyncio.Lock()
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "user_card.post": self._post_user_card,

@@ -20,7 +20,7 @@ licence is missing is not polled, with one `source.disabled` log line (bot/wirin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -91,7 +91,7 @@ class _Prober:
         self.settings = settings
         self.tenant = t.tenant.id
         self.pacer = tenant_pacer(t.tenant.id)
-        self._user_id: str | None | BaseException = None
+        self._user_id: str | BaseException | None = None
 
     async def get(self, url: str, *, paced: bool = False) -> Any:
         if paced:
@@ -194,70 +194,55 @@ class _Prober:
         v1 = _v1(self.t)
         cfg = self.t.tenant
         no_write = f"the write needs {permission} and cannot be checked without writing"
-        if name in ("revoke_sessions", "block_sign_in", "reset_password"):
-            read = await self.probe(
-                "action", name, f"{v1}/users?$top=1&$select=id,signInSessionsValidFromDateTime", permission, None
-            )
+
+        def unchecked(read: Verdict, what: str) -> Verdict:
+            """A read of the same family worked: say so, and that the write itself was not tried."""
             if read.broken:
-                return Verdict(**{**read.to_dict(), "needs": f"User.Read.All (reconcile read); {permission}"})
-            extra = " plus an Entra role that may reset the user (User Administrator)" if name == "reset_password" else ""
-            return self.verdict(
-                "action", name, UNCHECKED, permission, None, read.endpoint, f"user read works (User.Read.All); {no_write}{extra}"
-            )
+                return read
+            return replace(read, status=UNCHECKED, detail=f"{what} works; {no_write}")
+
+        if name in ("revoke_sessions", "block_sign_in", "reset_password"):
+            url = f"{v1}/users?$top=1&$select=id,signInSessionsValidFromDateTime"
+            read = await self.probe("action", name, url, permission, None)
+            if read.broken:  # the reconcile read (already_done) needs User.Read.All
+                return replace(read, needs=f"User.Read.All (reconcile read); {permission}")
+            if name == "reset_password":
+                no_write += "; the app also needs an Entra role that may reset the user (User Administrator)"
+            return unchecked(read, "user read (User.Read.All)")
         if name == "require_mfa":
             parts: list[Verdict] = []
             if cfg.require_mfa_group_id:
-                group = await self.probe(
-                    "action",
-                    name,
-                    f"{v1}/groups/{cfg.require_mfa_group_id}/members?$top=1&$select=id",
-                    permission,
-                    "Entra ID P1 (Conditional Access)",
-                )
+                url = f"{v1}/groups/{cfg.require_mfa_group_id}/members?$top=1&$select=id"
+                group = await self.probe("action", name, url, permission, "Entra ID P1 (Conditional Access)")
                 if group.status == ERROR and group.detail.startswith("404"):
-                    group = Verdict(**{**group.to_dict(), "detail": f"require-MFA group {cfg.require_mfa_group_id} not found"})
+                    group = replace(group, detail=f"require-MFA group {cfg.require_mfa_group_id} not found")
                 parts.append(group)
-            if cfg.per_user_mfa:
-                user = await self.sample_user()
-                if user:
-                    parts.append(
-                        await self.probe(
-                            "action",
-                            name,
-                            f"{beta_url(self.t.graph)}/users/{user}/authentication/requirements",
-                            permission,
-                            None,
-                        )
-                    )
+            if cfg.per_user_mfa and (user := await self.sample_user()):
+                url = f"{beta_url(self.t.graph)}/users/{user}/authentication/requirements"
+                parts.append(await self.probe("action", name, url, permission, None))
             bad = next((p for p in parts if p.broken), None)
-            if bad is not None:
-                return bad
-            endpoint = parts[0].endpoint if parts else "-"
-            return self.verdict("action", name, UNCHECKED, permission, None, endpoint, f"group/state read works; {no_write}")
-        if name == "remove_recent_mfa_methods":
+            if bad is not None or not parts:
+                return bad or self.verdict("action", name, UNCHECKED, permission, None, "-", no_write)
+            return unchecked(parts[0], "group / MFA state read")
+        if name in ("remove_recent_mfa_methods", "remove_forwarding"):
             user = await self.sample_user()
             if not user:
-                return self.verdict("action", name, UNCHECKED, permission, None, "-", "no user to read (User.Read.All?)")
-            read = await self.probe("action", name, f"{v1}/users/{user}/authentication/methods", permission, None)
-            return read if read.broken else Verdict(**{**read.to_dict(), "status": UNCHECKED, "detail": f"method list read works; {no_write}"})
+                return self.verdict("action", name, UNCHECKED, permission, None, "-", "no user to read: User.Read.All?")
+            if name == "remove_forwarding":
+                url = f"{v1}/users/{user}/mailFolders/inbox/messageRules?$top=1"
+                read = await self.probe("action", name, url, permission, None)
+                if read.status == ERROR and read.detail.startswith("404"):
+                    return replace(read, status=UNCHECKED, detail=f"the sample user has no mailbox; {no_write}")
+                return unchecked(read, "inbox rule read")
+            url = f"{v1}/users/{user}/authentication/methods"
+            return unchecked(await self.probe("action", name, url, permission, None), "method list read")
         if name == "revoke_app_consent":
-            read = await self.probe("action", name, f"{v1}/oauth2PermissionGrants?$top=1", permission, None)
-            return read if read.broken else Verdict(**{**read.to_dict(), "status": UNCHECKED, "detail": f"grant list read works; {no_write}"})
-        if name == "remove_forwarding":
-            user = await self.sample_user()
-            if not user:
-                return self.verdict("action", name, UNCHECKED, permission, None, "-", "no user to read (User.Read.All?)")
-            read = await self.probe(
-                "action", name, f"{v1}/users/{user}/mailFolders/inbox/messageRules?$top=1", permission, None
-            )
-            if read.status == ERROR and read.detail.startswith("404"):
-                return Verdict(**{**read.to_dict(), "status": UNCHECKED, "detail": "the sample user has no mailbox; " + no_write})
-            return read if read.broken else Verdict(**{**read.to_dict(), "status": UNCHECKED, "detail": f"rule list read works; {no_write}"})
+            url = f"{v1}/oauth2PermissionGrants?$top=1"
+            return unchecked(await self.probe("action", name, url, permission, None), "grant list read")
         if name in ("confirm_compromised", "dismiss_risk"):
-            read = await self.probe(
-                "action", name, f"{v1}/identityProtection/riskyUsers?$top=1", permission, "Entra ID P2", paced=True
-            )
-            return read if read.broken else Verdict(**{**read.to_dict(), "status": UNCHECKED, "detail": f"riskyUsers read works; {no_write}"})
+            url = f"{v1}/identityProtection/riskyUsers?$top=1"
+            read = await self.probe("action", name, url, permission, "Entra ID P2", paced=True)
+            return unchecked(read, "riskyUsers read")
         return self.verdict("action", name, UNCHECKED, permission, None, "-", no_write)
 
 
@@ -279,9 +264,7 @@ async def check_tenant(t: TenantClients, settings: Settings) -> list[Verdict]:
     return out
 
 
-async def run_doctor(
-    settings: Settings, *, credential: Any = None, clock: Clock | None = None
-) -> dict[str, Any]:
+async def run_doctor(settings: Settings, *, credential: Any = None, clock: Clock | None = None) -> dict[str, Any]:
     """Every tenant's verdicts as one JSON-able report; `ok` is False when an enabled feature is broken."""
     from bot.wiring import graph_client, graph_credential
 
@@ -292,7 +275,8 @@ async def run_doctor(
         problems.append("no Microsoft tenant configured")
     for tenant in tenants:
         cred = credential or graph_credential(tenant)
-        clients = TenantClients(tenant, graph_client(tenant.graph_url or settings.graph_url, cred), cred, clock or SystemClock())
+        graph = graph_client(tenant.graph_url or settings.graph_url, cred)
+        clients = TenantClients(tenant, graph, cred, clock or SystemClock())
         verdicts += await check_tenant(clients, settings)
     return {
         "ok": not problems and not any(v.broken for v in verdicts),
@@ -302,7 +286,13 @@ async def run_doctor(
 
 
 def render(report: dict[str, Any]) -> str:
-    marks = {OK: "OK", MISSING_PERMISSION: "MISSING PERMISSION", MISSING_LICENCE: "MISSING LICENCE", UNCHECKED: "UNCHECKED", ERROR: "ERROR"}
+    marks = {
+        OK: "OK",
+        MISSING_PERMISSION: "MISSING PERMISSION",
+        MISSING_LICENCE: "MISSING LICENCE",
+        UNCHECKED: "UNCHECKED",
+        ERROR: "ERROR",
+    }
     lines = [f"problem: {p}" for p in report["problems"]]
     tenant = None
     for c in report["checks"]:
@@ -313,5 +303,6 @@ def render(report: dict[str, Any]) -> str:
         needs = c["needs"] + (f"; licence {c['licence']}" if c["licence"] else "")
         lines.append(f"  [{marks.get(c['status'], c['status'])}] {what}: {c['detail']}")
         lines.append(f"      {c['endpoint']} - needs {needs}")
-    lines.append("doctor: all enabled features can work" if report["ok"] else "doctor: some enabled features are broken")
+    ok = report["ok"]
+    lines.append("doctor: every enabled feature can work" if ok else "doctor: some enabled features are broken")
     return "\n".join(lines)

@@ -252,6 +252,9 @@ class Approval:
     reason: str
 
 
+CAMPAIGN_PREFIX = "campaign:"
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     id: str
@@ -284,6 +287,13 @@ class Case:
     plan_notes: tuple[tuple[str, str], ...] = ()  # (action, pre-flight note) shown before anyone clicks
     needs_two_approvers: bool = False
     reminders: tuple[str, ...] = ()  # ladder steps already taken ("user_reminder", "soc_reminder")
+    # A campaign case (one source attacking many accounts, e.g. a password spray) has the synthetic
+    # principal "campaign:<ip>" and lists the accounts it touches here; a user's own case leaves it empty.
+    users: tuple[str, ...] = ()
+
+    @property
+    def is_campaign(self) -> bool:
+        return self.user_principal.startswith(CAMPAIGN_PREFIX)
 
     @property
     def detectors(self) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ class _Bucket:
 
 
 class Pacer:
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale  # > 1 only in benchmarks, compressing time together with the emulator's limits
         self._buckets: dict[str, _Bucket] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -31,7 +32,7 @@ class Pacer:
             now = time.monotonic()
             b = self._buckets.get(key)
             if b is None:
-                b = self._buckets[key] = _Bucket(burst, per_s, burst, now)
+                b = self._buckets[key] = _Bucket(burst, per_s * self.scale, burst, now)
             b.tokens = min(b.capacity, b.tokens + (now - b.at) * b.per_s)
             b.at = now
             if b.tokens < 1.0:
@@ -44,5 +45,5 @@ class Pacer:
 
 # Sustained rates a little under Slack's published ones, with a small burst.
 POST_PER_CHANNEL = {"per_s": 1.0, "burst": 2.0}
-UPDATE_PER_WORKSPACE = {"per_s": 45 / 60, "burst": 3.0}
+UPDATE_PER_WORKSPACE = {"per_s": 48 / 60, "burst": 2.0}
 EPHEMERAL_PER_WORKSPACE = {"per_s": 90 / 60, "burst": 5.0}

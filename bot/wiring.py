@@ -29,7 +29,7 @@ from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.config import Settings, TenantSettings
-from bot.detect import Params
+from bot.detection import detection_params, detection_policy
 from bot.dispatch import Dispatcher
 from bot.errors import ConfigError
 from bot.escalate.pagerduty import PagerDuty
@@ -213,11 +213,7 @@ async def build(
         for c in clients
     }
     graph = clients[0].graph
-    params = Params(
-        failed_then_success_min_failures=settings.failed_then_success_min_failures,
-        failed_then_success_window=timedelta(seconds=settings.failed_then_success_window_s),
-        new_country_warmup=timedelta(days=settings.new_country_warmup_days),
-    )
+    params = detection_params(settings)  # every detector unless `detectors` restricts; threat lists read here
     timeouts = ladder_rung(settings, {})
     ladder = {Severity.parse(sev): ladder_rung(settings, over) for sev, over in settings.ladder.items()}
     crash = crash_points if crash_points is not None else set()
@@ -234,6 +230,9 @@ async def build(
         destructive_actions=frozenset(n for n, a in actions.items() if a.destructive),
         protected_users=frozenset(settings.protected_users),
         tenant_default=tenant,
+        policy=detection_policy(settings),
+        watchlist_for=timedelta(days=settings.watchlist_days),
+        containment_quiet=timedelta(hours=settings.containment_quiet_hours),
     )
     executor = Executor(
         engine,
@@ -279,6 +278,7 @@ async def build(
         recovery_url=settings.password_recovery_url,
         helpdesk=settings.helpdesk_contact,
         preflight=preflight,
+        pace_scale=settings.slack_pace_scale,
         offhours=(settings.business_hours_start, settings.business_hours_end)
         if settings.offhours_direct_to_soc
         else None,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import re
 import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -95,6 +96,23 @@ class _SignIn:
     def key(self) -> tuple[datetime, str]:
         return self.created, str(self.record.get("id", ""))
 
+    @property
+    def event_types(self) -> list[str]:
+        """Beta's signInEventTypes; records added in v1.0 shape get it from isInteractive."""
+        types = self.record.get("signInEventTypes")
+        if isinstance(types, list) and types:
+            return [str(t) for t in types]
+        return ["interactiveUser"] if self.record.get("isInteractive", True) is not False else ["nonInteractiveUser"]
+
+    def shaped(self, version: str) -> dict[str, Any]:
+        """The record as `version` returns it: beta carries signInEventTypes, v1.0 has no such property."""
+        record = copy.deepcopy(self.record)
+        if version == "beta":
+            record["signInEventTypes"] = self.event_types
+        else:
+            record.pop("signInEventTypes", None)
+        return record
+
 
 @dataclass
 class _Call:
@@ -147,6 +165,10 @@ WEAK_PASSWORD = (
     "The specified password does not comply with password complexity requirements. Please provide a different password."
 )
 MAX_BATCH = 20
+MAX_RISK_PAGE = 500  # riskDetections: "default 20, max $top 500"
+DEFAULT_RISK_PAGE = 20
+NON_PREMIUM_CODE = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+NON_PREMIUM_MESSAGE = "Neither tenant is B2C or tenant doesn't have premium license"
 
 
 class GraphEmulator:
@@ -174,6 +196,9 @@ class GraphEmulator:
         self._service_principals: dict[str, dict[str, Any]] = {}
         self._rules: dict[str, list[dict[str, Any]]] = {}
         self._risky: dict[str, dict[str, Any]] = {}
+        self._risk_detections: list[dict[str, Any]] = []
+        self._denials: list[tuple[re.Pattern[str], str | None, GraphError]] = []
+        self.synthetic: SyntheticSignIns | None = None  # bench: sign-ins generated on demand
         self._budgets: dict[str, SlidingWindow] = {}
         if reports_budget:
             self._budgets["reports"] = SlidingWindow(*reports_budget)
@@ -182,6 +207,14 @@ class GraphEmulator:
         u = r"/users/(?P<user>[^/]+)"
         self._routes: list[_Route] = [
             _Route("GET", re.compile(r"/auditLogs/signIns"), self._list_sign_ins, "reports"),
+            _Route(
+                "GET",
+                re.compile(r"/identityProtection/riskDetections"),
+                self._list_risk_detections,
+                "identity_protection",
+            ),
+            _Route("GET", re.compile(r"/identityProtection/riskyUsers"), self._list_risky_users, "identity_protection"),
+            _Route("GET", re.compile(r"/users"), self._list_users),
             _Route("GET", re.compile(u), self._get_user),
             _Route("PATCH", re.compile(u), self._patch_user),
             _Route("POST", re.compile(u + "/revokeSignInSessions"), self._revoke),
@@ -330,6 +363,30 @@ class GraphEmulator:
             "userPrincipalName": u["userPrincipalName"],
         }
 
+    def add_risk_detection(self, record: dict[str, Any]) -> None:
+        """A riskDetection in Graph's wire shape (api-contracts.md §1.3)."""
+        self._risk_detections.append(copy.deepcopy(record))
+
+    def deny(
+        self,
+        path_regex: str,
+        *,
+        code: str = "Authorization_RequestDenied",
+        message: str = "Insufficient privileges to complete the operation.",
+        status: int = 403,
+        method: str | None = None,
+    ) -> None:
+        """Refuse every request whose versioned path matches (e.g. r"/v1\\.0/auditLogs/signIns"), as Graph
+        does when the app lacks the permission: 403 Authorization_RequestDenied by default."""
+        self._denials.append((re.compile(path_regex), method, GraphError(status, code, message)))
+
+    def deny_licence(self, path_regex: str, *, method: str | None = None) -> None:
+        """The answer of a tenant without Entra ID P1/P2 (api-contracts.md §1.2)."""
+        self.deny(path_regex, code=NON_PREMIUM_CODE, message=NON_PREMIUM_MESSAGE, method=method)
+
+    def allow_all(self) -> None:
+        self._denials.clear()
+
     def set_budget(self, name: str, budget: tuple[int, float] | None) -> None:
         """Change or lift ("reports" | "identity_protection") a throttling budget: (requests, seconds)."""
         if budget is None:
@@ -428,6 +485,10 @@ class GraphEmulator:
                 continue
             path_known = True
             if route.method == call.method:
+                full = f"/{call.version}{rest}"
+                for pattern, method, err in self._denials:
+                    if (method is None or method == call.method) and pattern.fullmatch(full):
+                        raise GraphError(err.status, err.code, err.message)
                 if route.budget and route.budget in self._budgets:
                     self._spend(route.budget)
                 rec.handled = True
@@ -550,27 +611,81 @@ class GraphEmulator:
     async def _list_sign_ins(self, call: _Call, _: dict[str, str]) -> Response:
         params = call.params
         top = _parse_top(params.get("$top"))
-        predicates = _parse_filter(params.get("$filter", ""))
-        after = _decode_skiptoken(params["$skiptoken"]) if "$skiptoken" in params else None
+        version = call.version
+        schema = SIGN_IN_FILTER if version == "beta" else SIGN_IN_FILTER_V1
+        predicate, mentioned = parse_filter(params.get("$filter", ""), schema)
+        select = _parse_select(params.get("$select"), SIGN_IN_PROPERTIES, "signIn")
+        # "Only interactive sign-ins are returned ... unless you set an explicit filter on signInEventTypes"
+        every_type = "signInEventTypes" in mentioned
         now = _utc(self.clock())
+        body: dict[str, Any] = {"@odata.context": f"{GRAPH}/{version}/$metadata#auditLogs/signIns"}
+        if self.synthetic is not None:
+            values, next_key = self.synthetic.page(params.get("$filter", ""), params.get("$skiptoken"), top, now)
+            body["value"] = [_project(r, select) for r in values]
+            if next_key is not None:
+                body["@odata.nextLink"] = _next_link(call, "auditLogs/signIns", next_key)
+            return _ok(body)
+        after = _decode_skiptoken(params["$skiptoken"]) if "$skiptoken" in params else None
         rows = sorted(
-            (s for s in self._sign_ins if s.available_at <= now and all(p(s) for p in predicates)),
+            (
+                s
+                for s in self._sign_ins
+                if s.available_at <= now
+                and (every_type or "interactiveUser" in s.event_types)
+                and predicate(s.shaped("beta"))
+            ),
             key=lambda s: s.key,
             reverse=True,
         )
         if after is not None:
             rows = [s for s in rows if s.key < after]
-        version = call.version
-        body: dict[str, Any] = {
-            "@odata.context": f"{GRAPH}/{version}/$metadata#auditLogs/signIns",
-            "value": [copy.deepcopy(s.record) for s in rows[:top]],
-        }
+        body["value"] = [_project(s.shaped(version), select) for s in rows[:top]]
         if len(rows) > top:
-            query = [(k, params[k]) for k in ("$filter", "$top", "$select") if k in params]
-            query.append(("$skiptoken", _encode_skiptoken(rows[top - 1].key)))
-            encoded = "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
-            body["@odata.nextLink"] = f"{call.base_url}/{version}/auditLogs/signIns?{encoded}"
+            body["@odata.nextLink"] = _next_link(call, "auditLogs/signIns", _encode_skiptoken(rows[top - 1].key))
         return _ok(body)
+
+    def _offset_page(
+        self, call: _Call, path: str, rows: list[dict[str, Any]], default_top: int, max_top: int
+    ) -> dict[str, Any]:
+        raw = call.params.get("$top")
+        if raw is not None and (not raw.isdigit() or int(raw) < 1):
+            raise GraphError(400, "invalidRequest", f"Invalid value '{raw}' for $top.")
+        if raw is not None and int(raw) > max_top:
+            raise GraphError(400, "invalidRequest", f"The limit of '{max_top}' for Top query has been exceeded.")
+        top = int(raw) if raw is not None else default_top
+        offset = 0
+        if token := call.params.get("$skiptoken"):
+            try:
+                offset = int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().removeprefix("o:"))
+            except ValueError:
+                raise GraphError(400, "invalidRequest", "Invalid $skiptoken.") from None
+        body: dict[str, Any] = {
+            "@odata.context": f"{GRAPH}/{call.version}/$metadata#{path}",
+            "value": copy.deepcopy(rows[offset : offset + top]),
+        }
+        if offset + top < len(rows):
+            token = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")
+            body["@odata.nextLink"] = _next_link(call, path, token)
+        return body
+
+    async def _list_risk_detections(self, call: _Call, _: dict[str, str]) -> Response:
+        predicate, _mentioned = parse_filter(call.params.get("$filter", ""), RISK_DETECTION_FILTER)
+        rows = sorted(
+            (r for r in self._risk_detections if predicate(r)),
+            key=lambda r: str(r.get("detectedDateTime", "")),
+            reverse=True,
+        )
+        return _ok(self._offset_page(call, "identityProtection/riskDetections", rows, DEFAULT_RISK_PAGE, MAX_RISK_PAGE))
+
+    async def _list_risky_users(self, call: _Call, _: dict[str, str]) -> Response:
+        predicate, _mentioned = parse_filter(call.params.get("$filter", ""), RISKY_USER_FILTER)
+        rows = [r for r in self._risky.values() if predicate(r)]
+        return _ok(self._offset_page(call, "identityProtection/riskyUsers", rows, DEFAULT_RISK_PAGE, MAX_RISK_PAGE))
+
+    async def _list_users(self, call: _Call, _: dict[str, str]) -> Response:
+        select = _parse_select(call.params.get("$select"), frozenset(_USER_FIELDS), "user")
+        rows = [_project(_user_json(u), select) for u in self._users.values()]
+        return _ok(self._offset_page(call, "users", rows, 100, 999))
 
     async def _get_user(self, call: _Call, match: dict[str, str]) -> Response:
         user = self._require_user(match["user"])
@@ -1079,6 +1194,188 @@ def _leaf(clause: str, schema: _Schema, mentioned: set[str]) -> RecordPredicate:
                 return lambda r: _path(r, name) == number
             return lambda r: _path(r, name) != number
     raise GraphError(400, "invalidRequest", f"Invalid filter clause: '{clause}' is not supported.")
+
+
+SIGN_IN_PROPERTIES = frozenset(
+    {
+        "id",
+        "createdDateTime",
+        "userDisplayName",
+        "userPrincipalName",
+        "userId",
+        "userType",
+        "appId",
+        "appDisplayName",
+        "ipAddress",
+        "ipAddressFromResourceProvider",
+        "autonomousSystemNumber",
+        "clientAppUsed",
+        "userAgent",
+        "correlationId",
+        "originalRequestId",
+        "conditionalAccessStatus",
+        "isInteractive",
+        "signInEventTypes",
+        "tokenIssuerName",
+        "tokenIssuerType",
+        "processingTimeInMilliseconds",
+        "riskDetail",
+        "riskLevelAggregated",
+        "riskLevelDuringSignIn",
+        "riskState",
+        "riskEventTypes",
+        "riskEventTypes_v2",
+        "resourceDisplayName",
+        "resourceId",
+        "resourceTenantId",
+        "homeTenantId",
+        "servicePrincipalId",
+        "servicePrincipalName",
+        "status",
+        "deviceDetail",
+        "location",
+        "networkLocationDetails",
+        "appliedConditionalAccessPolicies",
+        "authenticationProtocol",
+        "authenticationRequirement",
+        "authenticationProcessingDetails",
+        "authenticationMethodsUsed",
+        "authenticationDetails",
+        "uniqueTokenIdentifier",
+        "mfaDetail",
+        "flaggedForReview",
+        "crossTenantAccessType",
+        "incomingTokenType",
+    }
+)
+
+
+def _parse_select(raw: str | None, known: frozenset[str], entity: str) -> list[str] | None:
+    if not raw:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    for name in names:
+        if name not in known:
+            raise GraphError(
+                400, "BadRequest", f"Could not find a property named '{name}' on type 'microsoft.graph.{entity}'."
+            )
+    return names
+
+
+def _project(record: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """$select: the named properties only (Graph also always returns the entity's id)."""
+    if select is None:
+        return record
+    return {k: record.get(k) for k in dict.fromkeys(["id", *select])}
+
+
+def _next_link(call: _Call, path: str, token: str) -> str:
+    query = [(k, call.params[k]) for k in ("$filter", "$top", "$select") if k in call.params]
+    query.append(("$skiptoken", token))
+    encoded = "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
+    return f"{call.base_url}/{call.version}/{path}?{encoded}"
+
+
+class SyntheticSignIns:
+    """A large tenant's sign-ins made on demand (no 15 M dicts in memory): record `i` happened at
+    `start + i * 86400 / per_day` seconds and became visible `lag_s(i)` seconds later.
+
+    The bench (bot/bench_graph.py) reads it like the real collection: newest first, `$top` pages,
+    keyset `$skiptoken`, `createdDateTime ge/le` bounds and the ingestion lag."""
+
+    _BOUND = re.compile(r"createdDateTime\s+(ge|le|gt|lt)\s+(\S+)", re.IGNORECASE)
+
+    def __init__(
+        self,
+        start: datetime,
+        per_day: int,
+        *,
+        users: int = 2000,
+        lag_s: Callable[[int], float] | None = None,
+    ) -> None:
+        self.start = _utc(start)
+        self.per_day = per_day
+        self.step = 86_400 / per_day
+        self.users = users
+        self.lag_s = lag_s or (lambda i: 0.0)
+
+    def created(self, i: int) -> datetime:
+        return self.start + timedelta(seconds=i * self.step)
+
+    def _visible(self, i: int, now: datetime) -> bool:
+        return self.created(i) + timedelta(seconds=self.lag_s(i)) <= now
+
+    def record(self, i: int) -> dict[str, Any]:
+        u = i % self.users
+        return {
+            "id": f"syn-{i:012d}",
+            "createdDateTime": format_graph_time(self.created(i)),
+            "userDisplayName": f"User {u}",
+            "userPrincipalName": f"user{u}@contoso.example",
+            "userId": f"00000000-0000-0000-0001-{u:012d}",
+            "appId": "00000002-0000-0ff1-ce00-000000000000",
+            "appDisplayName": "Office 365 Exchange Online",
+            "ipAddress": f"198.51.100.{u % 250 + 1}",
+            "clientAppUsed": "Browser",
+            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0",
+            "correlationId": f"corr-{i}",
+            "conditionalAccessStatus": "notApplied",
+            "isInteractive": True,
+            "riskDetail": "none",
+            "riskLevelAggregated": "none",
+            "riskLevelDuringSignIn": "none",
+            "riskState": "none",
+            "riskEventTypes": [],
+            "riskEventTypes_v2": [],
+            "resourceDisplayName": "Office 365 Exchange Online",
+            "resourceId": "00000002-0000-0ff1-ce00-000000000000",
+            "status": {"errorCode": 0, "failureReason": None, "additionalDetails": None},
+            "deviceDetail": {"deviceId": "", "operatingSystem": "Windows 10", "browser": "Edge 131"},
+            "location": {
+                "city": "New York",
+                "state": None,
+                "countryOrRegion": "US",
+                "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None},
+            },
+            "appliedConditionalAccessPolicies": [],
+        }
+
+    def _index(self, at: datetime, op: str) -> int:
+        offset = (at - self.start).total_seconds() / self.step
+        exact = math.isclose(offset, round(offset), abs_tol=1e-6)
+        if op in ("ge", "gt"):
+            i = round(offset) if exact else math.ceil(offset)
+            return i + 1 if op == "gt" and exact else i
+        i = round(offset) if exact else math.floor(offset)
+        return i - 1 if op == "lt" and exact else i
+
+    def page(self, flt: str, skiptoken: str | None, top: int, now: datetime) -> tuple[list[dict[str, Any]], str | None]:
+        lo, hi = 0, self._index(now, "le")
+        for op, raw in self._BOUND.findall(flt):
+            try:
+                bound = parse_graph_time(raw)
+            except ValueError:
+                raise GraphError(400, "invalidRequest", f"Invalid date in filter: '{raw}'.") from None
+            if op.lower() in ("ge", "gt"):
+                lo = max(lo, self._index(bound, op.lower()))
+            else:
+                hi = min(hi, self._index(bound, op.lower()))
+        if skiptoken:
+            try:
+                hi = min(hi, int(base64.urlsafe_b64decode(skiptoken + "=" * (-len(skiptoken) % 4)).decode()[2:]))
+            except ValueError:
+                raise GraphError(400, "invalidRequest", "Invalid $skiptoken.") from None
+        out: list[dict[str, Any]] = []
+        i = hi
+        while i >= lo and len(out) < top:
+            if self._visible(i, now):
+                out.append(self.record(i))
+            i -= 1
+        while i >= lo and not self._visible(i, now):  # a nextLink only when another record follows
+            i -= 1
+        if i < lo:
+            return out, None
+        return out, base64.urlsafe_b64encode(f"s:{i}".encode()).decode().rstrip("=")
 
 
 def _encode_skiptoken(key: tuple[datetime, str]) -> str:

@@ -73,7 +73,11 @@ class SlackEmulator:
         signing_secret: str = "sandbox-signing-secret",
         team_id: str = "T0SANDBOX",
         enforce_limits: bool = True,
+        time_scale: float = 1.0,
     ) -> None:
+        # time_scale > 1 compresses Slack's limits (and the bot's pacing, set to the same factor) so a
+        # benchmark of a 4-minute storm runs in seconds with the same ratios (performance.md §4).
+        self.time_scale = time_scale
         self.bot_token = bot_token
         self.signing_secret = signing_secret
         self.team_id = team_id
@@ -96,8 +100,8 @@ class SlackEmulator:
         self._post_buckets: dict[str, _TokenBucket] = {}
         # Tier 3 and Tier 4, per method per workspace (api-contracts §3.3)
         self._windows = {
-            "chat.update": SlidingWindow(50, 60.0),
-            "chat.postEphemeral": SlidingWindow(100, 60.0),
+            "chat.update": SlidingWindow(50, 60.0 / time_scale),
+            "chat.postEphemeral": SlidingWindow(100, 60.0 / time_scale),
         }
         self._methods: dict[str, Method] = {
             "auth.test": self._auth_test,
@@ -226,7 +230,7 @@ class SlackEmulator:
             channel = str(args.get("channel", ""))
             key = self._existing_channel(channel) or channel
             # ~1 message per second per channel with short bursts (api-contracts §3.3)
-            return self._post_buckets.setdefault(key, _TokenBucket(3, 1.0)).take()
+            return self._post_buckets.setdefault(key, _TokenBucket(3, self.time_scale)).take()
         window = self._windows.get(method)
         return window.admit() if window else 0
 

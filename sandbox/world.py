@@ -20,12 +20,15 @@ from bot.scheduler import build_scheduler
 from bot.web import build_web
 from bot.wiring import Services, build
 from sandbox.graph import GraphEmulator, format_graph_time
+from sandbox.o365 import O365Emulator
 from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.server import LoopbackServer
 from sandbox.slack import SlackEmulator
 
 TENANT = "00000000-0000-0000-0000-00000000a11c"
 GRAPH_TOKEN = "sandbox-graph-token"
+MANAGE_TOKEN = "sandbox-manage-token"  # the Management Activity API token (audience manage.office.com)
+PUBLISHER_ID = "00000000-0000-0000-0000-0000000b0a1d"  # the vendor tenant GUID sent as PublisherIdentifier
 SOC_CHANNEL = "C0SOC"
 SOC_GROUP = "S0SOC"
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -38,6 +41,9 @@ class SandboxCredential:
     the emulator has no Entra token endpoint to talk to."""
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        # One token per audience, as Entra issues them: the Management API refuses a Graph token.
+        if any(s.startswith("https://manage.office.com") for s in scopes):
+            return AccessToken(MANAGE_TOKEN, int(time.time()) + 3600)
         return AccessToken(GRAPH_TOKEN, int(time.time()) + 3600)
 
     async def close(self) -> None:
@@ -139,13 +145,16 @@ class Sandbox:
         clock: SimClock | None = None,
         enforce_slack_limits: bool = True,
         overrides: dict[str, Any] | None = None,
+        slack_time_scale: float = 1.0,
     ) -> None:
         self.db_path = db_path
         self.clock = clock or SimClock(START)
         self.graph = GraphEmulator(self.clock.now, token=GRAPH_TOKEN, tenant_id=TENANT)
-        self.slack = SlackEmulator(enforce_limits=enforce_slack_limits)
+        self.slack = SlackEmulator(enforce_limits=enforce_slack_limits, time_scale=slack_time_scale)
         self.pagerduty = PagerDutyEmulator()
         self.pagerduty_url = ""
+        self.o365 = O365Emulator(self.clock.now, token=MANAGE_TOKEN, tenant_id=TENANT)
+        self.manage_url = ""
         self.overrides = overrides or {}
         self.crash_points: set[str] = set()
         self._servers: list[LoopbackServer] = []
@@ -171,6 +180,12 @@ class Sandbox:
             "ms_tenant_id": TENANT,
             "ms_client_id": "mailwarden-sandbox",
             "graph_url": self.graph_url,
+            "manage_url": self.manage_url,
+            "ms_sources": ["signins", "o365_audit"],  # the mailbox and directory audit trail too
+            "o365_publisher_id": PUBLISHER_ID,
+            # The start-up probes would add requests the tests count; tests/integration/test_doctor.py
+            # turns them on.
+            "startup_checks": False,
             "signin_delay_s": 120,
             "signin_overlap_s": 60,
             "initial_lookback_s": 40 * 86_400,
@@ -210,7 +225,9 @@ class Sandbox:
         self.graph_url = await graph_srv.start()
         self.slack.base_url = await slack_srv.start()
         self.pagerduty_url = await pd_srv.start()
-        self._servers += [graph_srv, slack_srv, pd_srv]
+        o365_srv = LoopbackServer(self.o365.app, "o365")
+        self.manage_url = await o365_srv.start()
+        self._servers += [graph_srv, slack_srv, pd_srv, o365_srv]
         await self._start_bot()
         return self
 

@@ -9,23 +9,36 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bot.allowlist import SCOPES, AllowEntry, scope_value, unsuppressed
+from bot.allowlist import (
+    CONTEXT,
+    SCOPES,
+    AllowEntry,
+    Watch,
+    after_containment,
+    context_value,
+    scope_value,
+    unsuppressed,
+)
 from bot.audit import log as audit
 from bot.cases import machine
 from bot.cases.machine import Effect, Timeouts
 from bot.cases.plan import action_context, propose
 from bot.clock import Clock
 from bot.detect import Params, run_all
-from bot.detect.profile import observe
+from bot.detect.common import SIGN_IN_ANOMALIES
+from bot.detect.fleet import TenantFleet
+from bot.detect.policy import DEFAULT as DEFAULT_POLICY
+from bot.detect.policy import Policy, most_urgent
+from bot.detect.profile import device_key, forget, observe
 from bot.detect.scoring import case_severity, decide, yes_closes
 from bot.errors import ConcurrentUpdate
-from bot.model import Case, CaseEvent, CaseState, Decision, Event, Finding, Profile, Severity
+from bot.model import CAMPAIGN_PREFIX, Case, CaseEvent, CaseState, Decision, Event, Finding, Profile, Severity
 from bot.slack.cards import headline_event
 from bot.store import repo
 
@@ -104,6 +117,11 @@ class CaseService:
         destructive_actions: frozenset[str] = frozenset(),
         protected_users: frozenset[str] = frozenset(),
         tenant_default: str = "default",
+        policy: Policy | None = None,
+        watchlist_for: timedelta = timedelta(days=30),
+        containment_quiet: timedelta = timedelta(hours=24),
+        new_id: Callable[[], str] | None = None,
+        profile_cache_size: int = 0,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -115,6 +133,15 @@ class CaseService:
         self.protected_users = protected_users
         self.tenant_default = tenant_default
         self.incident_window = incident_window
+        self.policy = policy or DEFAULT_POLICY
+        self.strict_params = params.strict()
+        self.watchlist_for = watchlist_for
+        self.containment_quiet = containment_quiet
+        self.new_id: Callable[[], str] = new_id or (lambda: "MW-" + secrets.token_hex(4).upper())
+        # Profiles kept between batches: only for a single process that is the only writer (SQLite).
+        self.profile_cache_size = profile_cache_size
+        self._profile_cache: dict[tuple[str, str], Profile] | None = {} if profile_cache_size > 0 else None
+        self._known_absent: set[tuple[str, str]] = set()
 
     # --- writing a case and its consequences -------------------------------------------------
     async def _commit(
@@ -187,6 +214,8 @@ class CaseService:
                             **({"note": note} if note else {}),
                         },
                     )
+                    if saved.state is CaseState.CONTAINED and case.state is not CaseState.CONTAINED:
+                        await self._on_contained(conn, saved)
                     if also is not None:
                         await also(conn, saved)
                 log.info(
@@ -225,28 +254,43 @@ class CaseService:
             return CaseEvent.USER_DENIED
         return CaseEvent.USER_CONFIRMED if yes_closes(case.severity) else CaseEvent.USER_CONFIRMED_NEEDS_REVIEW
 
-    async def fire_due_deadlines(self) -> list[str]:
-        """Time out every case whose deadline has passed; return the ids that moved."""
-        async with self.engine.connect() as conn:
-            due = await repo.due_case_ids(conn, self.clock.now())
-        moved = []
-        for case_id in due:
-            case = await self.get(case_id)
-            if case is None or case.deadline_at is None or case.deadline_at > self.clock.now():
-                continue
-            event = machine.DEADLINE_EVENT.get(case.deadline_kind or "")
-            if event is None or not machine.can(case.state, event):
-                continue
-            try:
-                await self.transition(case_id, event)
-                moved.append(case_id)
-            except ConcurrentUpdate:
-                continue  # someone answered at the same moment; their answer stands
-        return moved
+    async def fire_due_deadlines(self, batch: int = 100) -> list[str]:
+        """Move every case whose deadline has passed one rung up the ladder; return the ids that moved.
+
+        Works in batches until nothing is due, so a storm of timeouts is cleared in one sweep."""
+        moved: list[str] = []
+        skipped: set[str] = set()
+        while True:
+            async with self.engine.connect() as conn:
+                due = [
+                    c
+                    for c in await repo.due_case_ids(conn, self.clock.now(), limit=batch + len(skipped))
+                    if c not in skipped
+                ]
+            if not due:
+                return moved
+            for case_id in due:
+                case = await self.get(case_id)
+                event = machine.DEADLINE_EVENT.get(case.deadline_kind or "") if case else None
+                if (
+                    case is None
+                    or case.deadline_at is None
+                    or case.deadline_at > self.clock.now()
+                    or event is None
+                    or not machine.can(case.state, event)
+                ):
+                    skipped.add(case_id)
+                    continue
+                try:
+                    await self.transition(case_id, event)
+                    moved.append(case_id)
+                except ConcurrentUpdate:
+                    skipped.add(case_id)  # someone answered at the same moment; their answer stands
 
     # --- decisions from Slack -----------------------------------------------------------------------
     async def user_answer(self, case_id: str, actor: str, answer: str) -> Case:
-        """The subject's answer. A "Yes" that closes the case allows the confirmed country for 30 days."""
+        """The subject's answer. A "Yes" that closes the case allows what was confirmed (country, and the
+        network and client when the record names them) for 30 days; never a detector as a whole."""
         case = await self.get(case_id)
         if case is None:
             raise LookupError(case_id)
@@ -258,12 +302,14 @@ class CaseService:
             if event is not CaseEvent.USER_CONFIRMED:
                 return
             head = headline_event(saved)
-            if head is None or not head.country:
+            value = context_value(head) if head is not None else None
+            if value is None:
                 return
+            # Exactly what the user confirmed: the country, and the network and client when known.
             entry = AllowEntry(
                 user_principal=saved.user_principal,
-                scope="country",
-                value=head.country,
+                scope=CONTEXT,
+                value=value,
                 expires_at=self.clock.now() + USER_CONFIRMED_ALLOW,
                 reason=f"user confirmed {saved.id}",
                 created_by=actor,
@@ -318,56 +364,234 @@ class CaseService:
 
     # --- turning events into cases ----------------------------------------------------------------
     async def ingest(self, conn: AsyncConnection, events: Sequence[Event]) -> IngestResult:
-        """Detect and correlate newly stored events, in event-time order, inside the caller's transaction."""
-        now = self.clock.now()
-        profiles: dict[tuple[str, str], Profile | None] = {}
-        allows: dict[tuple[str, str], list[AllowEntry]] = {}
-        found = opened = joined = 0
-        for event in sorted(events, key=lambda e: e.occurred_at):
-            key = (event.tenant, event.user_principal)
-            if key not in profiles:
-                profiles[key] = await repo.load_profile(conn, *key)
-            findings = run_all(event, profiles[key], self.params)
-            if findings:
-                if key not in allows:
-                    allows[key] = await repo.active_allows(conn, event.tenant, event.user_principal, now)
-                kept = unsuppressed(findings, allows[key], event)
-                if len(kept) < len(findings):
-                    log.info(
-                        "findings.suppressed",
-                        user=event.user_principal,
-                        event_id=event.event_id,
-                        detectors=sorted({f.detector for f in findings} - {f.detector for f in kept}),
-                    )
-                findings = kept
-            profiles[key] = observe(profiles[key], event, self.params)
-            if not findings:
-                continue
-            found += len(findings)
-            existing = await repo.open_case_for(
-                conn, event.tenant, event.user_principal, event.occurred_at - self.incident_window
-            )
-            if existing is None:
-                await self._open(conn, event, findings)
-                opened += 1
-            else:
-                await self._join(conn, existing, event, findings)
-                joined += 1
-        for (tenant, _), profile in profiles.items():
-            if profile is not None:
-                await repo.save_profile(conn, tenant, profile, now)
-        return IngestResult(len(events), found, opened, joined)
+        """Detect and correlate newly stored events, in event-time order, inside the caller's transaction.
 
-    async def _open(self, conn: AsyncConnection, event: Event, findings: list[Finding]) -> Case:
+        One batch costs a handful of queries, not one per event: profiles, allow entries and watch
+        entries of every user in the batch are read at once, the tenant's cross-user state once, and
+        profiles are written back with one executemany. Only events with findings touch cases."""
+        total = IngestResult()
+        by_tenant: dict[str, list[Event]] = {}
+        for e in events:
+            by_tenant.setdefault(e.tenant, []).append(e)
+        for tenant in sorted(by_tenant):
+            r = await self._ingest_tenant(conn, tenant, by_tenant[tenant])
+            total = IngestResult(
+                total.events + r.events,
+                total.findings + r.findings,
+                total.cases_opened + r.cases_opened,
+                total.cases_joined + r.cases_joined,
+            )
+        return total
+
+    async def _ingest_tenant(self, conn: AsyncConnection, tenant: str, events: list[Event]) -> IngestResult:
         now = self.clock.now()
+        users = {e.user_principal for e in events}
+        profiles = await self._load_profiles(conn, tenant, users)
+        allows = await repo.active_allows_for(conn, tenant, users, now)
+        watches = await repo.active_watches(conn, tenant, users, now)
+        fleet = await repo.load_fleet(conn, tenant)
+        batch = _Batch(conn, tenant)
+        found = 0
+        dirty: set[str] = set()
+        # A total order: equal timestamps must not let arrival order change what is detected.
+        for event in sorted(events, key=lambda e: (e.occurred_at, e.source, e.event_id)):
+            user = event.user_principal
+            profile = profiles.get(user)
+            watched = watches.get(user, [])
+            params = self.strict_params if watched else self.params
+            findings = run_all(event, profile, params) if user else []
+            spray_alarm: list[Finding] = []
+            for f in fleet.observe(event, params):
+                # The threshold crossing (a failure that makes an address a sprayer) belongs to the
+                # campaign; a success from that address is the member's own case.
+                (spray_alarm if f.detector == "password_spray" and not event.success else findings).append(f)
+            if findings:
+                findings = self._filter(findings, event, profile, allows.get(user, []), watched)
+            if user and (event.kind in _PROFILE_KINDS):
+                profiles[user] = observe(profile, event, params)
+                dirty.add(user)
+            if findings and user:
+                found += len(findings)
+                await self._correlate_user(batch, event, findings)
+            if spray_alarm and event.ip:
+                found += len(spray_alarm)
+                await self._campaign_alarm(batch, fleet, event, spray_alarm)
+            elif event.kind == "sign_in" and not event.success and event.ip and fleet.sprayer(event.ip):
+                await self._campaign_member(batch, event)
+        await self._flush_campaigns(batch)
+        fleet.prune(max((e.occurred_at for e in events), default=now), self.params)
+        await repo.save_fleet(conn, tenant, fleet, now)
+        await repo.save_profiles(conn, tenant, [profiles[u] for u in sorted(dirty)], now)
+        self._cache_profiles(tenant, {u: profiles[u] for u in dirty})
+        return IngestResult(len(events), found, batch.opened, batch.joined)
+
+    def _filter(
+        self,
+        findings: list[Finding],
+        event: Event,
+        profile: Profile | None,
+        entries: list[AllowEntry],
+        watched: list[Watch],
+    ) -> list[Finding]:
+        """Scoped allow entries, the post-containment quiet period, and the watchlist's +1 severity."""
+        kept = unsuppressed(findings, entries, event)
+        if watched:
+            kept = after_containment(kept, watched, event, profile)
+            kept = [
+                replace(f, severity=Severity(min(f.severity + 1, Severity.CRITICAL)))
+                if f.detector in SIGN_IN_ANOMALIES
+                else f
+                for f in kept
+            ]
+        if len(kept) < len(findings):
+            log.info(
+                "findings.suppressed",
+                user=event.user_principal,
+                event_id=event.event_id,
+                detectors=sorted({f.detector for f in findings} - {f.detector for f in kept}),
+            )
+        return kept
+
+    # --- profiles: read per batch, optionally cached between batches (one process, one writer) ------
+    async def _load_profiles(self, conn: AsyncConnection, tenant: str, users: set[str]) -> dict[str, Profile]:
+        cache = self._profile_cache
+        if cache is None:
+            return await repo.load_profiles(conn, tenant, users)
+        out = {u: p for u in users if (p := cache.get((tenant, u))) is not None}
+        missing = [u for u in users if u not in out and (tenant, u) not in self._known_absent]
+        if missing:
+            loaded = await repo.load_profiles(conn, tenant, missing)
+            out.update(loaded)
+            self._known_absent.update((tenant, u) for u in missing if u not in loaded)
+        return out
+
+    def _cache_profiles(self, tenant: str, ps: dict[str, Profile]) -> None:
+        cache = self._profile_cache
+        if cache is None:
+            return
+        for u, p in ps.items():
+            cache.pop((tenant, u), None)
+            cache[(tenant, u)] = p
+            self._known_absent.discard((tenant, u))
+        while len(cache) > self.profile_cache_size:
+            cache.pop(next(iter(cache)))  # the least recently written
+
+    async def set_profile_tz(self, tenant: str, user: str, tz: str | None) -> bool:
+        """Remember the employee's time zone (from Slack) on their profile, for off_hours."""
+        async with self.engine.begin() as conn:
+            changed = await repo.set_profile_tz(conn, tenant, user, tz, self.clock.now())
+        if self._profile_cache is not None:
+            self._profile_cache.pop((tenant, user), None)
+        return changed
+
+    # --- correlation ---------------------------------------------------------------------------------
+    def _window_holds(self, case: Case, at: datetime) -> bool:
+        """One incident window: the event lies within `incident_window` of the case's own events,
+        before its first as well as after its last, so late and out-of-order events join."""
+        first = min((f.occurred_at for f in case.findings), default=case.last_event_at)
+        return first - self.incident_window <= at <= case.last_event_at + self.incident_window
+
+    async def _open_case_for(self, batch: _Batch, principal: str, at: datetime) -> Case | None:
+        if principal not in batch.open_cases:
+            batch.open_cases[principal] = await repo.open_cases_of(batch.conn, batch.tenant, principal)
+        fits = [c for c in batch.open_cases[principal] if self._window_holds(c, at)]
+        return fits[-1] if fits else None
+
+    def _remember_case(self, batch: _Batch, case: Case) -> None:
+        cases = [c for c in batch.open_cases.get(case.user_principal, []) if c.id != case.id]
+        if case.state.is_open:
+            cases.append(case)
+        batch.open_cases[case.user_principal] = sorted(cases, key=lambda c: c.opened_at)
+
+    async def _correlate_user(self, batch: _Batch, event: Event, findings: list[Finding]) -> None:
+        existing = await self._open_case_for(batch, event.user_principal, event.occurred_at)
+        if existing is None:
+            case = await self._open(batch.conn, event, findings)
+            batch.opened += 1
+        else:
+            case = await self._join(batch.conn, existing, event, findings)
+            batch.joined += 1
+        self._remember_case(batch, case)
+
+    async def _campaign_alarm(self, batch: _Batch, fleet: TenantFleet, event: Event, findings: list[Finding]) -> None:
+        """One campaign case per spraying address: the SOC gets one card, not one per account."""
+        assert event.ip is not None
+        principal = CAMPAIGN_PREFIX + event.ip
+        window = fleet.spray.get(event.ip)
+        members = tuple(sorted({a.user for a in window.attempts if not a.ok})) if window else ()
+        existing = await self._open_case_for(batch, principal, event.occurred_at)
+        if existing is None:
+            case = await self._open(batch.conn, event, findings, principal=principal, users=members)
+            batch.opened += 1
+        else:
+            users = tuple(sorted({*existing.users, *members}))
+            case = await self._join(batch.conn, replace(existing, users=users), event, findings)
+            batch.joined += 1
+        self._remember_case(batch, case)
+
+    async def _campaign_member(self, batch: _Batch, event: Event) -> None:
+        """A further failure from a known sprayer: its account joins the campaign (written once per batch)."""
+        assert event.ip is not None
+        case = await self._open_case_for(batch, CAMPAIGN_PREFIX + event.ip, event.occurred_at)
+        if case is None:
+            return
+        pending = batch.members.setdefault(case.id, (case, set(), []))
+        if event.user_principal not in case.users:
+            pending[1].add(event.user_principal)
+        pending[2].append(event)
+
+    async def _flush_campaigns(self, batch: _Batch) -> None:
+        for case_id, (_, users, events) in batch.members.items():
+            current = next(
+                (c for cs in batch.open_cases.values() for c in cs if c.id == case_id),
+                None,
+            )
+            if current is None or not (users or events):
+                continue
+            grown = replace(
+                current,
+                users=tuple(sorted({*current.users, *users})),
+                events=(*current.events, *events)[-MAX_EVENTS_PER_CASE:],
+                updated_at=self.clock.now(),
+                last_event_at=max(current.last_event_at, *(e.occurred_at for e in events)),
+            )
+            effects: list[Effect] = [machine.RefreshSocCard()] if grown.soc_card is not None else []
+            saved = await self._commit(
+                batch.conn,
+                grown,
+                effects,
+                action="campaign.members_added",
+                detail={"accounts": sorted(users), "attempts": len(events), "users": len(grown.users)},
+            )
+            self._remember_case(batch, saved)
+        batch.members.clear()
+
+    def _decide(self, case_severity_: Severity, detectors: Sequence[str], campaign: bool) -> Decision:
+        decision = decide(case_severity_, self.policy, detectors)
+        return most_urgent([decision, Decision.SOC]) if campaign else decision
+
+    async def _open(
+        self,
+        conn: AsyncConnection,
+        event: Event,
+        findings: list[Finding],
+        *,
+        principal: str | None = None,
+        users: tuple[str, ...] = (),
+    ) -> Case:
+        now = self.clock.now()
+        campaign = principal is not None
         severity = case_severity(findings)
-        decision = decide(severity)
+        if campaign:
+            severity = max(severity, Severity.MEDIUM)  # an attack on the tenant, whoever it reached
+        detectors = sorted({f.detector for f in findings})
+        decision = self._decide(severity, detectors, campaign)
         case = Case(
-            id="MW-" + secrets.token_hex(4).upper(),
+            id=self.new_id(),
             tenant=event.tenant,
-            user_principal=event.user_principal,
-            user_id=event.user_id,
-            user_display=event.user_display,
+            user_principal=principal or event.user_principal,
+            user_id=None if campaign else event.user_id,
+            user_display=f"Password spray from {event.ip}" if campaign else event.user_display,
             state=CaseState.NEW,
             severity=severity,
             decision=decision,
@@ -377,8 +601,9 @@ class CaseService:
             findings=tuple(findings),
             events=(event,),
             state_since=now,
-            plan=propose(findings, severity, self.available_actions),
-            needs_two_approvers=event.user_principal in self.protected_users,
+            plan=() if campaign else propose(findings, severity, self.available_actions),
+            needs_two_approvers=(not campaign) and event.user_principal in self.protected_users,
+            users=users,
         )
         await self._commit(
             conn,
@@ -391,6 +616,7 @@ class CaseService:
                 "decision": decision.value,
                 "detectors": list(case.detectors),
                 "reasons": [f.reason for f in findings],
+                **({"users": list(users)} if campaign else {}),
             },
         )
         opened, effects = machine.apply(case, _OPENING[decision], now=now, timeouts=self.timeouts_for(case))
@@ -408,12 +634,13 @@ class CaseService:
         """A late or follow-up event joins the open case instead of opening another."""
         merged = (*case.findings, *findings)
         merged_severity = max(case.severity, case_severity(merged))
+        events = case.events if any(e.event_id == event.event_id for e in case.events) else (*case.events, event)
         grown = replace(
             case,
             findings=merged,
-            events=(*case.events, event)[-MAX_EVENTS_PER_CASE:],
+            events=tuple(sorted(events, key=lambda e: e.occurred_at))[-MAX_EVENTS_PER_CASE:],
             severity=merged_severity,
-            plan=propose(merged, merged_severity, self.available_actions),
+            plan=() if case.is_campaign else propose(merged, merged_severity, self.available_actions),
             updated_at=self.clock.now(),
             last_event_at=max(case.last_event_at, event.occurred_at),
         )
@@ -433,3 +660,102 @@ class CaseService:
                 "severity": grown.severity.label,
             },
         )
+
+    # --- after a containment: watchlist, and the attacker's traces out of the baseline --------------
+    async def _on_contained(self, conn: AsyncConnection, case: Case) -> None:
+        if case.is_campaign:
+            return
+        now = self.clock.now()
+        evidence = attacker_evidence(case)
+        watch = Watch(
+            user_principal=case.user_principal,
+            case_id=case.id,
+            contained_at=now,
+            expires_at=now + self.watchlist_for,
+            quiet_until=now + self.containment_quiet,
+            detectors=frozenset(case.detectors),
+            ips=evidence["ips"],
+            countries=evidence["countries"],
+            asns=frozenset(int(a) for a in evidence["asns"]),
+        )
+        await repo.add_watch(conn, case.tenant, watch, reason=f"contained {case.id}")
+        profile = await repo.load_profile(conn, case.tenant, case.user_principal)
+        if profile is not None:
+            cleaned = forget(
+                profile,
+                ips=evidence["ips"],
+                countries=evidence["countries"],
+                asns=frozenset(int(a) for a in evidence["asns"]),
+                devices=evidence["devices"],
+            )
+            await repo.save_profile(conn, case.tenant, cleaned, now)
+            if self._profile_cache is not None:
+                self._profile_cache.pop((case.tenant, case.user_principal), None)
+        await audit.append(
+            conn,
+            at=now,
+            actor="system",
+            action="watchlist.added",
+            case_id=case.id,
+            detail={
+                "user": case.user_principal,
+                "until": watch.expires_at.isoformat(),
+                "quiet_until": watch.quiet_until.isoformat(),
+                "forgotten": {k: sorted(map(str, v)) for k, v in evidence.items()},
+            },
+        )
+
+
+# Findings that say "this event is the attacker's": their address (and, for new_country / new_asn /
+# new_device, their country, network or device) must not stay in the user's baseline after containment.
+_ATTACKER_IP = frozenset(
+    {
+        "new_country",
+        "new_asn",
+        "risky_ip",
+        "failed_then_success",
+        "password_spray",
+        "scripted_client",
+        "legacy_protocol",
+        "new_device",
+    }
+)
+_PROFILE_KINDS = frozenset({"sign_in", "consent"})
+
+
+def attacker_evidence(case: Case) -> dict[str, frozenset[str]]:
+    by_id = {e.event_id: e for e in case.events}
+    ips: set[str] = set()
+    countries: set[str] = set()
+    asns: set[str] = set()
+    devices: set[str] = set()
+    for f in case.findings:
+        e = by_id.get(f.event_id)
+        if e is None or f.detector not in _ATTACKER_IP:
+            continue
+        if e.ip:
+            ips.add(e.ip)
+        if f.detector == "new_country" and e.country:
+            countries.add(e.country)
+        if f.detector == "new_asn" and e.asn is not None:
+            asns.add(str(e.asn))
+        if f.detector == "new_device" and (key := device_key(e)):
+            devices.add(key)
+    return {
+        "ips": frozenset(ips),
+        "countries": frozenset(countries),
+        "asns": frozenset(asns),
+        "devices": frozenset(devices),
+    }
+
+
+class _Batch:
+    """What one ingest call knows about cases while it runs (so no case is read twice)."""
+
+    def __init__(self, conn: AsyncConnection, tenant: str) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.open_cases: dict[str, list[Case]] = {}
+        self.members: dict[str, tuple[Case, set[str], list[Event]]] = {}
+        self.opened = 0
+        self.joined = 0

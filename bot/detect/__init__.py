@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
 
@@ -112,6 +112,18 @@ class Params:
 
     def runs(self, detector: str) -> bool:
         return self.enabled is None or detector in self.enabled
+
+    def strict(self) -> Params:
+        """Thresholds for a user on the watchlist after a confirmed incident: three failures before a
+        success are enough (below Panther's five), and no warm-up hides a new country, network,
+        device or legacy client. Findings of sign-in anomalies also count one level higher
+        (bot.cases.service)."""
+        return replace(
+            self,
+            failed_then_success_min_failures=min(3, self.failed_then_success_min_failures),
+            new_country_warmup=timedelta(0),
+            baseline_warmup=timedelta(0),
+        )
 
 
 Detector = Callable[[Event, Profile | None, Params], Finding | None]

@@ -74,3 +74,91 @@ def fleet_from_dict(d: dict[str, Any]) -> Fleet:
             reported=tuple((app, p(at)) for app, at in mail.get("reported", [])),
         ),
     )
+
+
+class TenantFleet:
+    """One tenant's cross-user state, kept per address and per app so each event costs what its own
+    address or app has seen, not what the whole tenant has.
+
+    `observe_spray` only ever reads attempts and sprayers of the event's own address, and
+    `observe_mail_access` only reads of the event's own app, so one small window per key behaves
+    exactly like the single tenant-wide window of `observe_fleet` (the caps apply per key). The
+    windows are the same pure values; this holder is the caller's mutable index over them, owned
+    by one ingest at a time.
+    """
+
+    __slots__ = ("mail", "spray")
+
+    def __init__(
+        self, spray: dict[str, SprayWindow] | None = None, mail: dict[str, MailAccessWindow] | None = None
+    ) -> None:
+        self.spray: dict[str, SprayWindow] = spray or {}
+        self.mail: dict[str, MailAccessWindow] = mail or {}
+
+    def observe(self, event: Event, params: Params) -> list[Finding]:
+        found: list[Finding] = []
+        if event.kind == "sign_in" and event.ip is not None and params.runs("password_spray"):
+            window = self.spray.get(event.ip)
+            nxt, f = observe_spray(window or SprayWindow(), event, params)
+            if nxt.attempts or nxt.sprayers:
+                self.spray[event.ip] = nxt
+            if f is not None:
+                found.append(f)
+        if event.kind == "mail_access" and event.app_id and params.runs("mail_bulk_access"):
+            mw = self.mail.get(event.app_id)
+            nmw, f = observe_mail_access(mw or MailAccessWindow(), event, params)
+            if nmw.reads or nmw.reported:
+                self.mail[event.app_id] = nmw
+            if f is not None:
+                found.append(f)
+        return found
+
+    def sprayer(self, ip: str | None) -> tuple[datetime, int] | None:
+        """When and for how many accounts this address was caught spraying, if it was."""
+        window = self.spray.get(ip) if ip else None
+        return window.sprayer(ip) if window is not None and ip else None
+
+    def prune(self, now: datetime, params: Params) -> None:
+        """Drop keys with nothing left inside their windows (bounded state between polls)."""
+        spray_horizon = now - max(params.spray_window, params.spray_memory)
+        for ip, w in list(self.spray.items()):
+            last = max([a.at for a in w.attempts[-1:]] + [at for _, at, _ in w.sprayers], default=None)
+            if last is None or last < spray_horizon:
+                del self.spray[ip]
+        mail_horizon = now - params.mail_bulk_window
+        for app, mw in list(self.mail.items()):
+            last = max([r.at for r in mw.reads[-1:]] + [t for _, t in mw.reported], default=None)
+            if last is None or last < mail_horizon:
+                del self.mail[app]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; the same per-window shape as fleet_to_dict, keyed by address and app."""
+        return {
+            "version": 2,
+            "spray": {ip: fleet_to_dict(Fleet(spray=w))["spray"] for ip, w in self.spray.items()},
+            "mail": {app: fleet_to_dict(Fleet(mail=w))["mail"] for app, w in self.mail.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TenantFleet:
+        """Reads to_dict's form, and the single-window form of fleet_to_dict (split by key)."""
+        if d.get("version") != 2:
+            return cls.from_fleet(fleet_from_dict(d))
+        spray = {ip: fleet_from_dict({"spray": w}).spray for ip, w in (d.get("spray") or {}).items()}
+        mail = {app: fleet_from_dict({"mail": w}).mail for app, w in (d.get("mail") or {}).items()}
+        return cls(spray, mail)
+
+    @classmethod
+    def from_fleet(cls, fleet: Fleet) -> TenantFleet:
+        out = cls()
+        for ip in {a.ip for a in fleet.spray.attempts} | {s[0] for s in fleet.spray.sprayers}:
+            out.spray[ip] = SprayWindow(
+                attempts=tuple(a for a in fleet.spray.attempts if a.ip == ip),
+                sprayers=tuple(s for s in fleet.spray.sprayers if s[0] == ip),
+            )
+        for app in {r.app for r in fleet.mail.reads} | {a for a, _ in fleet.mail.reported}:
+            out.mail[app] = MailAccessWindow(
+                reads=tuple(r for r in fleet.mail.reads if r.app == app),
+                reported=tuple(x for x in fleet.mail.reported if x[0] == app),
+            )
+        return out

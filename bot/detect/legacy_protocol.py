@@ -4,14 +4,15 @@ Lists: Sigma "Use of Legacy Authentication Protocols" and Elastic "Unusual legac
 client" (`clientAppUsed` IMAP4, POP3, Authenticated SMTP, Exchange Web Services, Other clients…;
 detections.md A12); Sigma/Panther ROPC rules (`authenticationProtocol == ropc`, user agent
 BAV2ROPC / CBAinPROD / CBAinTAR; A13). For a legacy client Elastic fires the first time per user
-in 7 days, so a user who used the same client within `legacy_memory` is not asked again; ROPC
-skips MFA outright and fires every time, as Sigma's rule does.
+in 7 days, so a user who used the same client within `legacy_memory` is not asked again, and
+(being a new-terms rule) not before the user's `baseline_warmup` of history; ROPC skips MFA
+outright and fires every time, as Sigma's rule does.
 """
 
 from __future__ import annotations
 
 from bot.detect import Params
-from bot.detect.common import finding, is_successful_sign_in, last_seen
+from bot.detect.common import finding, is_successful_sign_in, last_seen, warmed_up
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "legacy_protocol"
@@ -50,6 +51,10 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
     if not (ropc or legacy):
         return None
     client = event.client_app if legacy else "ROPC"
+    if not ropc and not warmed_up(profile, event, params.baseline_warmup):
+        # "First time per user in 7 days" is a new-terms rule: it needs 7 days of the user's own
+        # history to mean anything (issue 3 warm-up), or a fresh install asks every IMAP user.
+        return None
     if profile is not None and client:
         seen = last_seen(profile.client_apps, client)
         if seen is not None and event.occurred_at - seen <= params.legacy_memory and not ropc:

@@ -26,11 +26,19 @@ def remember(
     entries: tuple[tuple[K, datetime], ...], key: K, at: datetime, memory: timedelta, limit: int
 ) -> tuple[tuple[K, datetime], ...]:
     """Record `key` as seen at `at`, age out what is older than `memory`, keep the newest `limit`."""
+    horizon = at - memory
+    if not entries or (entries[-1][1] <= at and entries[0][1] >= horizon):
+        # The usual case, in event-time order with nothing to age out: move `key` to the end.
+        # Same result as below, without building a dict and sorting (the pipeline's hot path).
+        if entries and entries[-1][0] == key:
+            out = (*entries[:-1], (key, at))
+        else:
+            out = (*(kt for kt in entries if kt[0] != key), (key, at))
+        return out[-limit:] if limit > 0 else ()
     seen = dict(entries)
     prev = seen.get(key)
     if prev is None or prev < at:
         seen[key] = at
-    horizon = at - memory
     fresh = sorted(((k, t) for k, t in seen.items() if t >= horizon), key=lambda kt: kt[1])
     return tuple(fresh[-limit:]) if limit > 0 else ()
 
@@ -116,3 +124,23 @@ def observe(profile: Profile | None, event: Event, params: Params) -> Profile:
         kept = (*kept, FailedAttempt(at=event.occurred_at, ip=event.ip))
         return replace(p, recent_failures=tuple(sorted(kept, key=lambda f: f.at))[-params.max_failures_kept :])
     return _learn_sign_in(p, event, params)
+
+
+def forget(
+    profile: Profile,
+    *,
+    ips: frozenset[str] = frozenset(),
+    countries: frozenset[str] = frozenset(),
+    asns: frozenset[int] = frozenset(),
+    devices: frozenset[str] = frozenset(),
+) -> Profile:
+    """The profile without what an attacker taught it: after a containment, the attacker's address,
+    country, network and device must look new again if they come back."""
+    return replace(
+        profile,
+        known_ips=tuple(kt for kt in profile.known_ips if kt[0] not in ips),
+        countries=tuple(kt for kt in profile.countries if kt[0] not in countries),
+        asns=tuple(kt for kt in profile.asns if kt[0] not in asns),
+        devices=tuple(kt for kt in profile.devices if kt[0] not in devices),
+        recent_locations=tuple(loc for loc in profile.recent_locations if loc.ip not in ips),
+    )

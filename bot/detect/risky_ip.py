@@ -21,6 +21,8 @@ SKIP_KINDS = frozenset({"risk", "alert"})
 
 
 def _listed(ip: str, params: Params) -> bool:
+    if not params.threat_networks:
+        return False
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

@@ -57,6 +57,30 @@ def _corroborated(fs: Sequence[Finding]) -> Severity | None:
     return Severity(min(_worst(fs) + 1, Severity.HIGH))
 
 
+# Entra ID Protection's "unfamiliar sign-in properties" (riskEventType unfamiliarFeatures,
+# detections.md A3) weighs a sign-in's location, network, device and time together: each alone is
+# everyday life (a trip, a new phone, a late night), several at once on one sign-in is how someone
+# else's session looks. A new country always comes with a new network, so the two count as one.
+UNFAMILIAR: Mapping[str, str] = {
+    "new_country": "where",
+    "new_asn": "where",
+    "new_device": "device",
+    "off_hours": "when",
+}
+
+
+def _unfamiliar(fs: Sequence[Finding]) -> Severity | None:
+    if _worst(fs) >= Severity.MEDIUM:
+        return None  # already worth asking: the worst finding decides
+    seen: dict[str, set[str]] = {}
+    for f in fs:
+        if f.detector in UNFAMILIAR:
+            seen.setdefault(f.event_id, set()).add(UNFAMILIAR[f.detector])
+    if any(len(dims) >= 2 for dims in seen.values()):
+        return Severity.MEDIUM
+    return None
+
+
 def _worst_single(fs: Sequence[Finding]) -> Severity | None:
     return _worst(fs)
 
@@ -77,6 +101,11 @@ RULES: tuple[SeverityRule, ...] = (
         "two or more distinct detectors at medium or worse → one level above the worst, at most high "
         "(corroboration alone never makes a case critical; low context findings do not corroborate)",
         _corroborated,
+    ),
+    SeverityRule(
+        "low findings only, but one sign-in unfamiliar in two or more ways (where: new country or network; "
+        "device; time) → medium, as Entra's unfamiliar sign-in properties",
+        _unfamiliar,
     ),
     SeverityRule("otherwise → the worst single finding", _worst_single),
 )

@@ -43,7 +43,14 @@ LIBRARIES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# One search over every pattern first: almost every user agent is a browser or Outlook, and one
+# combined scan costs a fraction of fourteen separate ones (the pipeline's hot path).
+ANY = re.compile("|".join(f"(?:{p.pattern})" for _, p in (*TOOLS, *LIBRARIES)), re.I)
+
+
 def classify(user_agent: str) -> tuple[Severity, str] | None:
+    if ANY.search(user_agent) is None:
+        return None
     for name, pattern in TOOLS:
         if pattern.search(user_agent):
             return Severity.HIGH, name

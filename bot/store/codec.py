@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -36,32 +37,38 @@ def _ptr(v: Any) -> datetime:
     return out
 
 
+# Event fields that are tuples in the model and lists in JSON; `parameters` holds pairs.
+_TUPLE_FIELDS = frozenset({"flags", "risk_types", "scopes"})
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_EVENT_FIELD_SET = frozenset(_EVENT_FIELDS)
+
+
 def event_to_dict(e: Event) -> dict[str, Any]:
-    return {
-        "source": e.source,
-        "event_id": e.event_id,
-        "tenant": e.tenant,
-        "occurred_at": _t(e.occurred_at),
-        "user_principal": e.user_principal,
-        "user_id": e.user_id,
-        "user_display": e.user_display,
-        "kind": e.kind,
-        "success": e.success,
-        "error_code": e.error_code,
-        "failure_reason": e.failure_reason,
-        "ip": e.ip,
-        "country": e.country,
-        "city": e.city,
-        "app": e.app,
-        "client_app": e.client_app,
-        "user_agent": e.user_agent,
-        "device": e.device,
-        "interactive": e.interactive,
-    }
+    """Every Event field; tuples become lists, the timestamp ISO 8601."""
+    out: dict[str, Any] = {}
+    for name in _EVENT_FIELDS:
+        value = getattr(e, name)
+        if name == "occurred_at":
+            value = _t(value)
+        elif name == "parameters":
+            value = [[k, v] for k, v in value]
+        elif name in _TUPLE_FIELDS:
+            value = list(value)
+        out[name] = value
+    return out
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:
-    return Event(**{**d, "occurred_at": _ptr(d["occurred_at"])})
+    """The inverse of event_to_dict. Events stored before a field existed read it as its default;
+    keys this version does not know are ignored (a newer writer, an older reader)."""
+    kw: dict[str, Any] = {k: v for k, v in d.items() if k in _EVENT_FIELD_SET}
+    kw["occurred_at"] = _ptr(d["occurred_at"])
+    for name in _TUPLE_FIELDS:
+        if name in kw:
+            kw[name] = tuple(str(x) for x in kw[name] or ())
+    if "parameters" in kw:
+        kw["parameters"] = tuple((str(k), str(v)) for k, v in kw["parameters"] or ())
+    return Event(**kw)
 
 
 def finding_to_dict(f: Finding) -> dict[str, Any]:
@@ -169,6 +176,7 @@ def case_data(c: Case) -> dict[str, Any]:
         "plan_notes": [list(n) for n in c.plan_notes],
         "needs_two_approvers": c.needs_two_approvers,
         "reminders": list(c.reminders),
+        "users": list(c.users),
     }
 
 
@@ -206,4 +214,5 @@ def case_from_columns(cols: dict[str, Any], data: dict[str, Any]) -> Case:
         plan_notes=tuple((str(a), str(n)) for a, n in data.get("plan_notes", [])),
         needs_two_approvers=bool(data.get("needs_two_approvers")),
         reminders=tuple(data.get("reminders", [])),
+        users=tuple(data.get("users", [])),
     )

@@ -3,21 +3,23 @@ transaction): cases with optimistic versioning, outbox rows, cursors, profiles, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.allowlist import AllowEntry
+from bot.allowlist import AllowEntry, Watch
+from bot.detect.fleet import TenantFleet
 from bot.errors import ConcurrentUpdate
 from bot.model import TERMINAL, Case, Profile
 from bot.store import codec
-from bot.store.tables import allow_entries, cases, cursors, outbox, profiles, raw_events
+from bot.store.tables import allow_entries, cases, cursors, fleets, outbox, profiles, raw_events, watchlist
 
 
 def dumps(value: Any) -> str:
@@ -244,3 +246,177 @@ async def decide_allow(conn: AsyncConnection, entry_id: int, status: str, by: st
         .values(status=status, decided_by=by)
     )
     return bool(res.rowcount == 1)
+
+
+# --- batched reads and writes for the ingest hot path ------------------------------------------------
+CHUNK = 500  # bound parameters per IN (...) list, well under SQLite's limit
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(values), CHUNK):
+        yield values[i : i + CHUNK]
+
+
+async def load_profiles(conn: AsyncConnection, tenant: str, users: Iterable[str]) -> dict[str, Profile]:
+    """Every stored profile among `users`, in one query per 500 users."""
+    out: dict[str, Profile] = {}
+    for chunk in _chunks(sorted(set(users))):
+        rows = await conn.execute(
+            select(profiles.c.user_principal, profiles.c.data).where(
+                profiles.c.tenant == tenant, profiles.c.user_principal.in_(chunk)
+            )
+        )
+        for r in rows:
+            out[r.user_principal] = codec.profile_from_dict(orjson.loads(r.data))
+    return out
+
+
+async def save_profiles(conn: AsyncConnection, tenant: str, ps: Iterable[Profile], now: datetime) -> None:
+    """Upsert many profiles with one executemany."""
+    rows = [
+        {
+            "tenant": tenant,
+            "user_principal": p.user_principal,
+            "data": dumps(codec.profile_to_dict(p)),
+            "updated_at": now,
+        }
+        for p in ps
+    ]
+    if not rows:
+        return
+    stmt = _insert(conn, profiles)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["tenant", "user_principal"],
+        set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at},
+    )
+    await conn.execute(stmt, rows)
+
+
+async def set_profile_tz(conn: AsyncConnection, tenant: str, user: str, tz: str | None, now: datetime) -> bool:
+    """Remember the user's IANA time zone (e.g. Slack's `tz`) on their profile, for off_hours.
+
+    False when the user has no profile yet (nothing to attach it to) or it already says so."""
+    p = await load_profile(conn, tenant, user)
+    if p is None or p.tz == tz:
+        return False
+    await save_profile(conn, tenant, replace(p, tz=tz), now)
+    return True
+
+
+async def active_allows_for(
+    conn: AsyncConnection, tenant: str, users: Iterable[str], now: datetime
+) -> dict[str, list[AllowEntry]]:
+    out: dict[str, list[AllowEntry]] = {}
+    for chunk in _chunks(sorted(set(users))):
+        rows = await conn.execute(
+            select(allow_entries).where(
+                allow_entries.c.tenant == tenant,
+                allow_entries.c.user_principal.in_(chunk),
+                allow_entries.c.status == "active",
+                allow_entries.c.expires_at > now,
+            )
+        )
+        for r in rows:
+            out.setdefault(r.user_principal, []).append(_allow(r))
+    return out
+
+
+async def open_cases_of(conn: AsyncConnection, tenant: str, user: str) -> list[Case]:
+    """Every open case of one principal (a user, or a campaign), oldest first."""
+    rows = await conn.execute(
+        select(cases)
+        .where(
+            cases.c.tenant == tenant,
+            cases.c.user_principal == user,
+            cases.c.state.not_in([s.value for s in TERMINAL]),
+        )
+        .order_by(cases.c.opened_at)
+    )
+    return [_case_from_row(r) for r in rows]
+
+
+async def load_fleet(conn: AsyncConnection, tenant: str) -> TenantFleet:
+    row = (await conn.execute(select(fleets.c.data).where(fleets.c.tenant == tenant))).first()
+    return TenantFleet.from_dict(orjson.loads(row.data)) if row else TenantFleet()
+
+
+async def save_fleet(conn: AsyncConnection, tenant: str, fleet: TenantFleet, now: datetime) -> None:
+    data = dumps(fleet.to_dict())
+    stmt = _insert(conn, fleets).values(tenant=tenant, data=data, updated_at=now)
+    await conn.execute(stmt.on_conflict_do_update(index_elements=["tenant"], set_={"data": data, "updated_at": now}))
+
+
+def _watch(r: Any) -> Watch:
+    d = orjson.loads(r.data)
+    return Watch(
+        user_principal=r.user_principal,
+        case_id=r.case_id,
+        contained_at=r.created_at,
+        expires_at=r.expires_at,
+        quiet_until=r.quiet_until,
+        detectors=frozenset(d.get("detectors", [])),
+        ips=frozenset(d.get("ips", [])),
+        countries=frozenset(d.get("countries", [])),
+        asns=frozenset(int(a) for a in d.get("asns", [])),
+    )
+
+
+async def add_watch(conn: AsyncConnection, tenant: str, w: Watch, reason: str) -> None:
+    await conn.execute(
+        watchlist.insert().values(
+            tenant=tenant,
+            user_principal=w.user_principal,
+            case_id=w.case_id,
+            reason=reason[:1000],
+            created_at=w.contained_at,
+            expires_at=w.expires_at,
+            quiet_until=w.quiet_until,
+            data=dumps(
+                {
+                    "detectors": sorted(w.detectors),
+                    "ips": sorted(w.ips),
+                    "countries": sorted(w.countries),
+                    "asns": sorted(w.asns),
+                }
+            ),
+        )
+    )
+
+
+async def active_watches(
+    conn: AsyncConnection, tenant: str, users: Iterable[str], now: datetime
+) -> dict[str, list[Watch]]:
+    """Watch entries not yet expired for these users."""
+    out: dict[str, list[Watch]] = {}
+    for chunk in _chunks(sorted(set(users))):
+        rows = await conn.execute(
+            select(watchlist).where(
+                watchlist.c.tenant == tenant, watchlist.c.user_principal.in_(chunk), watchlist.c.expires_at > now
+            )
+        )
+        for r in rows:
+            out.setdefault(r.user_principal, []).append(_watch(r))
+    return out
+
+
+async def store_raw_batch(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Keep many records as received (store_raw's columns per row); the (source, event_id) pairs that
+    were new. One SELECT per source and 500 ids, one executemany INSERT: no per-record round trip."""
+    fresh: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        fresh.setdefault((r["source"], r["tenant"], r["event_id"]), r)
+    by_source: dict[tuple[str, str], list[str]] = {}
+    for source, tenant, eid in fresh:
+        by_source.setdefault((source, tenant), []).append(eid)
+    for (source, tenant), ids in by_source.items():
+        for chunk in _chunks(ids):
+            existing = await conn.execute(
+                select(raw_events.c.event_id).where(
+                    raw_events.c.source == source, raw_events.c.tenant == tenant, raw_events.c.event_id.in_(chunk)
+                )
+            )
+            for (eid,) in existing:
+                fresh.pop((source, tenant, eid), None)
+    if fresh:
+        await conn.execute(insert(raw_events), list(fresh.values()))
+    return {(s, e) for s, _, e in fresh}

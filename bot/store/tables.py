@@ -167,3 +167,30 @@ audit_head = Table(
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# Cross-user detection state (password spray, one app reading many mailboxes): one JSON row per
+# tenant, so a restart keeps the windows (bot/detect/fleet.py).
+fleets = Table(
+    "fleets",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Users under stricter thresholds after a confirmed incident, and the quiet period after a
+# containment (sign-ins from the user's usual places must not reopen the case they just closed).
+watchlist = Table(
+    "watchlist",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(128), nullable=False),
+    Column("user_principal", String(320), nullable=False),
+    Column("case_id", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("quiet_until", UTCDateTime(), nullable=False),
+    Column("data", Text, nullable=False),  # the contained case's detectors and attacker evidence
+    Index("ix_watchlist_user", "tenant", "user_principal", "expires_at"),
+)

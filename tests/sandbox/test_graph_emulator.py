@@ -89,11 +89,15 @@ async def graph() -> AsyncIterator[Graph]:
     clock = Clock()
     emu = GraphEmulator(clock)
     emu.add_user("u1", UPN, "Ada Lovelace", sign_in_sessions_valid_from=T0 - timedelta(days=9))
+    # msgraph-core's AsyncGraphTransport has no aclose(): closing the httpx client would leave its
+    # connection pool open, so the test owns and closes the real transport.
     async with (
         LoopbackServer(emu.app, "graph") as url,
-        GraphClientFactory.create_with_default_middleware() as http,
+        httpx.AsyncHTTPTransport() as transport,
+        httpx.AsyncClient(transport=transport) as http,
     ):
-        yield Graph(emu, url, clock, make_client(http, f"{url}/v1.0"))
+        client = make_client(GraphClientFactory.create_with_default_middleware(client=http), f"{url}/v1.0")
+        yield Graph(emu, url, clock, client)
 
 
 def sign_in(n: int, created: datetime, upn: str = "ada@contoso.example") -> dict[str, Any]:
@@ -258,7 +262,10 @@ async def test_reports_budget_throttles_the_sixth_request(graph: Graph) -> None:
 
 async def test_double_slash_from_httpx_base_url_is_collapsed(graph: Graph) -> None:
     # The msgraph-sdk trap: an httpx client with base_url=.../v1.0 produces /v1.0//users/...
-    async with httpx.AsyncClient(base_url=f"{graph.url}/v1.0") as http:
+    async with (
+        httpx.AsyncHTTPTransport() as transport,
+        httpx.AsyncClient(transport=transport, base_url=f"{graph.url}/v1.0") as http,
+    ):
         client = make_client(GraphClientFactory.create_with_default_middleware(client=http))
         user = await client.users.by_user_id("u1").get()
     assert user is not None and user.display_name == "Ada Lovelace"
