@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.audit.chain import AuditEntry, Verdict, canonical, seal, verify
+from bot.audit.chain import GENESIS, AuditEntry, Verdict, canonical, seal, verify
 from bot.store.tables import audit_head, audit_log
 
 
@@ -22,12 +24,17 @@ async def append(
     case_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    # FOR UPDATE on the head row serialises appenders across replicas (PostgreSQL); SQLite
-    # ignores it and serialises writers by itself.
-    head = (
-        await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update())
-    ).first()
-    prev = (int(head.seq), str(head.hash)) if head else None
+    # FOR UPDATE on the head row serialises appenders across replicas (PostgreSQL); SQLite serialises
+    # writers by itself. The head row must exist for the lock to hold, so the first writer creates it
+    # (ON CONFLICT DO NOTHING makes a racing second writer wait for the first, then lock the same row).
+    lock = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    head = (await conn.execute(lock)).first()
+    if head is None:
+        insert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(audit_head)
+        await conn.execute(insert.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["id"]))
+        head = (await conn.execute(lock)).first()
+    assert head is not None
+    prev = (int(head.seq), str(head.hash)) if head.seq else None
     entry = seal(prev, at, actor[:128], action[:64], case_id, canonical(detail or {}))
     await conn.execute(
         audit_log.insert().values(
@@ -41,10 +48,7 @@ async def append(
             hash=entry.hash,
         )
     )
-    if head is None:
-        await conn.execute(audit_head.insert().values(id=1, seq=entry.seq, hash=entry.hash))
-    else:
-        await conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=entry.seq, hash=entry.hash))
+    await conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=entry.seq, hash=entry.hash))
     return entry
 
 
@@ -57,4 +61,4 @@ async def entries(conn: AsyncConnection) -> AsyncIterator[AuditEntry]:
 async def check(conn: AsyncConnection) -> Verdict:
     head = (await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))).first()
     rows = [e async for e in entries(conn)]
-    return verify(rows, (int(head.seq), str(head.hash)) if head else None)
+    return verify(rows, (int(head.seq), str(head.hash)) if head and head.seq else None)
