@@ -171,3 +171,49 @@ async def test_user_outcome_dm_after_containment(sandbox: Sandbox) -> None:
     assert "revoke_sessions" in text  # what was done, in the employee's own DM
     thread = [m["text"] for m in sandbox.slack.messages("C0SOC") if m.get("thread_ts") == soc["ts"]]
     assert any(t.startswith("✅ revoke_sessions") for t in thread)  # each action's result in the case thread
+
+
+async def test_off_hours_routing_skips_the_dm_for_high_severity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # 09:00 UTC is 04:00 for dave (America/New_York in his Slack profile): nobody is woken up
+    sb = Sandbox(str(tmp_path / "night.db"), overrides={"offhours_direct_to_soc": True})
+    sb.seed()
+    await sb.start()
+    try:
+        case = await dave_attacked_no_dm(sb)
+        assert case.state.value == "awaiting_soc" and case.user_card is None
+        assert sb.slack.messages(sb.slack.dm_channel("U0DAVE")) == []
+        assert any("off-hours" in h.text for h in case.history)
+        assert len(sb.soc_cards()) == 1
+    finally:
+        await sb.stop()
+
+
+async def dave_attacked_no_dm(sb: Sandbox):  # type: ignore[no-untyped-def]
+    from sandbox.world import sign_in
+
+    upn, name, gid = DAVE
+    await sb.bot.poller.poll_once()
+    t0 = sb.clock.now()
+    for i in range(6):
+        sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i,
+                                     ip="185.220.101.4", country="RU"))
+    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, ip="185.220.101.4",
+                                 country="RU"))
+    sb.clock.advance(timedelta(minutes=7))
+    await sb.bot.poller.poll_once()
+    await sb.bot.dispatcher.drain()
+    case = await demo.latest_case(sb, upn)
+    assert case is not None
+    return case
+
+
+async def test_a_failed_containment_pages_with_the_error(sandbox: Sandbox) -> None:
+    soc = await dave_before_soc(sandbox)
+    sandbox.graph.faults.inject(r"POST .*/revokeSignInSessions", 403, times=1, error="Authorization_RequestDenied")
+    await sandbox.click("U0BOB", soc, Ids.SOC_REVOKE)
+    await wait_state(sandbox, DAVE[0], "escalated")
+    case = await demo.latest_case(sandbox, DAVE[0])
+    assert case is not None
+    await eventually(lambda: sandbox.pagerduty.actions(case.id) == ["trigger"], what="the page")
+    summary = sandbox.pagerduty.events[0]["payload"]["summary"]
+    assert "Containment failed" in summary and "Authorization_RequestDenied" in summary
