@@ -8,6 +8,7 @@ Every value that came from a log record passes through `safe` (escaped, clipped)
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,9 @@ from bot.slack.text import clip, safe
 Block = dict[str, Any]
 
 MAX_BLOCKS = 50
+# Slack rejects a message with msg_blocks_too_long at about 13,200 characters of blocks even when every
+# block is within its own limit (api-contracts.md §3.1, slackapi/bolt-js#2509): stay well under.
+MAX_MESSAGE_CHARS = 12_000
 MAX_VIEW_BLOCKS = 100
 SECTION_LIMIT = 3000
 
@@ -40,6 +44,33 @@ ACTION_LABELS: dict[str, str] = {
 class Card:
     text: str  # notification / fallback text
     blocks: list[Block]
+
+
+def size(blocks: list[Block]) -> int:
+    return len(json.dumps(blocks, ensure_ascii=False))
+
+
+def fit(blocks: list[Block], limit: int = MAX_MESSAGE_CHARS) -> list[Block]:
+    """Shrink the longest texts until the whole message is under Slack's size limit. Structure, ids and
+    buttons are kept; long evidence is what gives way."""
+    blocks = json.loads(json.dumps(blocks[:MAX_BLOCKS]))
+    for _ in range(64):
+        if size(blocks) <= limit:
+            return blocks
+        texts = [t for b in blocks for t in _text_objects(b)]
+        longest = max(texts, key=lambda t: len(t["text"]))
+        longest["text"] = clip(longest["text"], max(40, len(longest["text"]) // 2))
+    return blocks
+
+
+def _text_objects(block: Block) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if block.get("type") in ("section", "context", "header"):
+        if isinstance(block.get("text"), dict):
+            found.append(block["text"])
+        found.extend(f for f in block.get("fields", []) if isinstance(f, dict))
+        found.extend(e for e in block.get("elements", []) if isinstance(e, dict) and "text" in e)
+    return found
 
 
 def when(at: datetime, tz: str | None = None) -> str:
@@ -156,7 +187,7 @@ def user_card(case: Case) -> Card:
         said = ANSWERS.get(case.user_answer or "", "We didn't hear back from you in time.")
         blocks.append(_mrkdwn(f"{said} {USER_OUTCOME.get(case.state, '')}".strip()))
     blocks.append(_context(f"Case {case.id}"))
-    return Card(text="Was this you? We saw a sign-in to your account that looks unusual.", blocks=blocks)
+    return Card(text="Was this you? We saw a sign-in to your account that looks unusual.", blocks=fit(blocks))
 
 
 def user_reminder_text(case: Case) -> str:
@@ -245,7 +276,54 @@ def _plan_text(case: Case) -> str:
     return "*Proposed containment:*\n" + "\n".join(lines + general) + extra
 
 
+def campaign_card(case: Case) -> Card:
+    """One card for an attack on many accounts from one source: the accounts listed, not fifty cards."""
+    sev = case.severity.label
+    shown = list(case.users)[:40]
+    more = len(case.users) - len(shown)
+    accounts = ", ".join(safe(u, 80) for u in shown) + (f" and {more} more" if more > 0 else "")
+    state = f"`{case.state.value}`" + (f" · taken by {who(case.assignee)}" if case.assignee else "")
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "text": _plain(
+                f"{SEVERITY_ICON[sev]} {sev.upper()} · campaign · "
+                f"{safe(case.user_display or case.user_principal, 100)}",
+                150,
+            ),
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Accounts targeted*\n{len(case.users)}"},
+                {"type": "mrkdwn", "text": f"*State*\n{state}"},
+                {"type": "mrkdwn", "text": f"*Detectors*\n{', '.join(case.detectors) or '—'}"},
+            ],
+        },
+        _mrkdwn("*Why this case:*\n" + "\n".join(f"• {safe(f.reason, 300)}" for f in case.findings[:10])),
+        _mrkdwn(f"*Accounts:* {accounts}"),
+        _context(
+            "Accounts where the attacker also *succeeded* get their own case, with the user asked and "
+            "containment offered there; this card tracks the campaign itself."
+        ),
+    ]
+    if case.state in (CaseState.AWAITING_SOC, CaseState.ESCALATED):
+        elements = [_button("Benign…", Ids.SOC_BENIGN, case.id)]
+        if case.state is CaseState.AWAITING_SOC:
+            elements.append(_button("Escalate", Ids.SOC_ESCALATE, case.id))
+        if case.assignee is None:
+            elements.append(_button("Take it", Ids.SOC_TAKE, case.id, "primary"))
+        blocks.append({"type": "actions", "block_id": f"soc:{case.id}", "elements": elements})
+    history = _history(case.history)
+    if history:
+        blocks.append(_context(*history))
+    blocks.append(_context(f"Case {case.id} · opened {when(case.opened_at)}"))
+    return Card(text=f"{sev.upper()} campaign {case.id}: {len(case.users)} accounts targeted", blocks=fit(blocks))
+
+
 def soc_card(case: Case) -> Card:
+    if case.is_campaign:
+        return campaign_card(case)
     sev = case.severity.label
     subject = safe(case.user_display or case.user_principal, 100)
     answer = {
@@ -297,7 +375,7 @@ def soc_card(case: Case) -> Card:
     blocks.append(_context(f"Case {case.id} · opened {when(case.opened_at)}"))
     return Card(
         text=f"{sev.upper()} case {case.id}: suspicious mailbox access for {safe(case.user_principal, 120)}",
-        blocks=blocks[:MAX_BLOCKS],
+        blocks=fit(blocks),
     )
 
 

@@ -18,13 +18,16 @@ def escape(text: str) -> str:
 
 
 def clip(text: str, limit: int) -> str:
-    """Cut to at most `limit` characters without ending on a dangling escape sequence."""
+    """Cut to at most `limit` characters without ending on a torn escape (`&am`) or a torn control
+    sequence of our own (`<!date^…`): escaped log text holds no raw `<`, so any open one is ours."""
     if len(text) <= limit:
         return text
     cut = text[: max(0, limit - 1)]
     amp = cut.rfind("&")
     if amp != -1 and ";" not in cut[amp:]:
         cut = cut[:amp]
+    if cut.rfind("<") > cut.rfind(">"):
+        cut = cut[: cut.rfind("<")]
     return cut + ELLIPSIS
 
 

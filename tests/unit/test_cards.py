@@ -135,7 +135,7 @@ ATTACKS = [
 def test_no_attacker_string_reaches_a_card_unescaped(evil: str) -> None:
     case = make_case(evil)
     for card in (user_card(case), soc_card(case)):
-        assert len(card.blocks) <= 50 and len(json.dumps(card.blocks)) < 13_200
+        assert len(card.blocks) <= 50 and len(json.dumps(card.blocks, ensure_ascii=False)) <= 12_000
         for t in texts(card.blocks):
             stripped = OURS.sub("", t)
             assert "<" not in stripped and ">" not in stripped, t
@@ -181,3 +181,31 @@ def test_soc_card_answers_the_playbook_questions() -> None:
         "Device and client as usual?",
     ):
         assert question in text
+
+
+def test_one_campaign_card_lists_the_accounts() -> None:
+    from bot.model import CAMPAIGN_PREFIX
+
+    users = tuple(f"user{i}@contoso.example" for i in range(55)) + ("<!channel>@evil",)
+    campaign = replace(
+        make_case(state=CaseState.AWAITING_SOC),
+        user_principal=CAMPAIGN_PREFIX + "185.220.101.4",
+        user_display="Password spray from 185.220.101.4",
+        users=users,
+    )
+    card = soc_card(campaign)
+    text = str(card.blocks)
+    assert "56" in text and "user0@contoso.example" in text and "and 16 more" in text
+    assert Ids.SOC_REVOKE not in text and Ids.SOC_CONTAIN not in text  # contain members from their own cases
+    valid_per_slack_sdk(card.blocks)
+    for t in texts(card.blocks):
+        assert "<!channel>" not in OURS.sub("", t)
+
+
+def test_clip_never_tears_our_own_control_sequences() -> None:
+    from bot.slack.text import clip
+
+    token = "<!date^1796115600^{date_short_pretty} at {time}|Tue 01 Dec 09:00 UTC>"
+    for limit in range(1, 120):
+        out = clip("evidence " + token + " more", limit)
+        assert len(out) <= limit and out.count("<") == out.count(">")
