@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
 
 from actions.base import ActionContext
-from actions.ledger import Executor
+from actions.ledger import ActionInProgress, Executor
 from bot.audit import log as audit
 from bot.cases.plan import off_hours
 from bot.cases.service import CaseService
@@ -44,7 +44,7 @@ class Permanent(Exception):
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, SlackApiError):
         return bool(exc.response.status_code == 429 or exc.response.status_code >= 500)
-    return isinstance(exc, (httpx.HTTPError, OSError, asyncio.TimeoutError, ConcurrentUpdate))
+    return isinstance(exc, (httpx.HTTPError, OSError, asyncio.TimeoutError, ConcurrentUpdate, ActionInProgress))
 
 
 def backoff(attempts: int) -> timedelta:
@@ -400,26 +400,31 @@ class Dispatcher:
 
     # --- containment ------------------------------------------------------------------------------------
     async def _run_action(self, payload: dict[str, Any]) -> None:
+        """Run the approved plan. The first of its rows runs every action (writes to one user share a
+        $batch where the provider allows); the ledger makes the plan's later rows no-ops."""
         case = await self._case(payload)
-        result = await self.executor.execute(
+        if case.state is not CaseState.CONTAINING:
+            log.info("action.skipped", case_id=case.id, action=payload["action"], state=case.state.value)
+            return
+        plan = tuple(payload.get("plan") or [payload["action"]])
+        results = await self.executor.execute_plan(
             case.id,
-            payload["action"],
+            plan,
             payload["target"],
             ActionContext.from_dict(payload.get("context")),
             tenant=payload.get("tenant", case.tenant),
         )
-        mark = "✅" if result.outcome.ok else "❌"
-        extra = " (reconciled with the provider after a restart)" if result.reconciled else ""
-        extra += " (dry run)" if result.dry_run else ""
-        await self._enqueue(
-            case.id, "soc_thread.post", "soc", {"text": f"{mark} {payload['action']}: {result.outcome.summary}{extra}"}
-        )
-        if not result.outcome.ok:
-            await self._safe_transition(
-                case.id, CaseEvent.CONTAINMENT_FAILED, note=f"{payload['action']}: {result.outcome.summary}"
+        for name, result in results.items():
+            if not (result.provider_called or result.reconciled or result.dry_run):
+                continue  # done earlier: already reported in the thread
+            mark = "✅" if result.outcome.ok else "❌"
+            extra = " (reconciled with the provider after a restart)" if result.reconciled else ""
+            extra += " (dry run)" if result.dry_run else ""
+            await self._enqueue(
+                case.id, "soc_thread.post", "soc", {"text": f"{mark} {name}: {result.outcome.summary}{extra}"}
             )
-            return
-        plan = payload.get("plan") or [payload["action"]]
-        statuses = await self.executor.statuses(case.id)
-        if case.state is CaseState.CONTAINING and all(statuses.get(a) == "succeeded" for a in plan):
+        failed = [f"{n}: {r.outcome.summary}" for n, r in results.items() if not r.outcome.ok]
+        if failed:
+            await self._safe_transition(case.id, CaseEvent.CONTAINMENT_FAILED, note="; ".join(failed)[:500])
+        elif all(r.outcome.ok for r in results.values()):
             await self._safe_transition(case.id, CaseEvent.CONTAINMENT_DONE, note=", ".join(plan))

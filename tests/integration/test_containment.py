@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from actions.ledger import SimulatedCrash
@@ -35,6 +37,10 @@ async def test_crash_between_graph_call_and_commit_reconciles_on_restart(sandbox
     reads = sandbox.graph.calls("GET", rf"/v1.0/users/{DAVE[2]}")  # pre-flight read the user for the SOC card
     await sandbox.restart_bot()  # a new process on the same database
     await sandbox.bot.dispatcher.drain()
+    # right after the crash the attempt could still be in flight on another replica: nothing happens yet
+    assert sandbox.graph.calls("POST", REVOKE) == 1 and await state_of(sandbox, DAVE[0]) == "containing"
+    sandbox.clock.advance(timedelta(minutes=5))  # past the in-flight grace and the outbox's retry backoff
+    await sandbox.bot.dispatcher.drain()
     assert await state_of(sandbox, DAVE[0]) == "contained"
     assert sandbox.graph.calls("POST", REVOKE) == 1  # reconciled by reading the user, not called again
     assert sandbox.graph.calls("GET", rf"/v1.0/users/{DAVE[2]}") == reads + 1
@@ -51,6 +57,7 @@ async def test_unknown_outcome_but_not_in_effect_calls_again(sandbox: Sandbox) -
     assert sandbox.graph.calls("POST", REVOKE) == 0
     reads = sandbox.graph.calls("GET", rf"/v1.0/users/{DAVE[2]}")
     await sandbox.restart_bot()
+    sandbox.clock.advance(timedelta(minutes=5))  # past the in-flight grace
     await sandbox.bot.dispatcher.drain()
     assert await state_of(sandbox, DAVE[0]) == "contained"
     assert sandbox.graph.calls("GET", rf"/v1.0/users/{DAVE[2]}") == reads + 1  # asked first
