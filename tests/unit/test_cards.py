@@ -186,7 +186,7 @@ def test_soc_card_answers_the_playbook_questions() -> None:
 def test_one_campaign_card_lists_the_accounts() -> None:
     from bot.model import CAMPAIGN_PREFIX
 
-    users = tuple(f"user{i}@contoso.example" for i in range(55)) + ("<!channel>@evil",)
+    users = (*(f"user{i}@contoso.example" for i in range(55)), "<!channel>@evil")
     campaign = replace(
         make_case(state=CaseState.AWAITING_SOC),
         user_principal=CAMPAIGN_PREFIX + "185.220.101.4",
