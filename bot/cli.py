@@ -186,6 +186,7 @@ def _print_demo(report: dict[str, Any]) -> None:
 BENCHES: dict[str, tuple[str, str]] = {
     "slack": ("bot.bench_slack", "a 200-case storm against Slack's limits; acks while a replay runs"),
     "pipeline": ("bot.bench_pipeline", "sign-in pages through parse, normalize, detect, correlate and SQLite"),
+    "graph": ("bot.bench_graph", "an L-tenant day of sign-ins against the Graph reports budget (G2, G3, G8)"),
 }
 
 
@@ -194,6 +195,16 @@ def _bench(module: str) -> Any:
         return int(importlib.import_module(module).run(args))
 
     return run
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import render, run_doctor
+    from bot.logs import configure
+
+    configure("warning")
+    report = asyncio.run(run_doctor(_settings(args)))
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0 if report["ok"] else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -242,6 +253,12 @@ def parser() -> argparse.ArgumentParser:
         tool = sub.add_parser(name, help=about)
         importlib.import_module(module).add_arguments(tool)
         tool.set_defaults(func=_bench(module))
+
+    doctor = sub.add_parser(
+        "doctor", help="call each enabled Graph / Management API feature once; name missing permissions"
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON report")
+    doctor.set_defaults(func=cmd_doctor)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (also done at start-up)")
     migrate.add_argument("--db", help="database URL or SQLite path")

@@ -31,6 +31,10 @@ def _default_sources() -> list[SourceName]:
     return ["signins"]
 
 
+def _default_content_types() -> list[O365ContentType]:
+    return ["Audit.Exchange", "Audit.AzureActiveDirectory"]
+
+
 class TenantSettings(BaseModel):
     """One Microsoft 365 tenant: its own credentials, sources, containment settings and SOC channel."""
 
@@ -95,9 +99,7 @@ class Settings(BaseModel):
     # Office 365 Management Activity API (source "o365_audit"). The window is on contentCreated (when a
     # blob became available), so the delay only covers listing propagation, not the 30 min-24 h lag.
     o365_publisher_id: str | None = None  # the vendor's tenant GUID: a dedicated throttling quota
-    o365_content_types: list[O365ContentType] = Field(
-        default_factory=lambda: ["Audit.Exchange", "Audit.AzureActiveDirectory"]
-    )
+    o365_content_types: list[O365ContentType] = Field(default_factory=_default_content_types)
     o365_delay_s: int = Field(default=300, ge=0)
     o365_overlap_s: int = Field(default=900, ge=0)
     # `mailwarden run` probes each enabled source first and switches off those it cannot read.

@@ -31,7 +31,6 @@ from kiota_abstractions.method import Method
 from actions.microsoft import MicrosoftActionConfig, microsoft_actions, send_raw
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.sources.entra_risk import tenant_pacer
 from bot.sources.entra_signins import EntraSignInsBeta, beta_url
 from bot.sources.o365_activity import ManagementApiError, O365Activity
 from bot.sources.registry import SOURCE_NEEDS, TenantClients, denial
@@ -90,12 +89,15 @@ class _Prober:
         self.t = t
         self.settings = settings
         self.tenant = t.tenant.id
-        self.pacer = tenant_pacer(t.tenant.id)
+        self.pacer = t.identity_protection
+        self.reports = t.reports
         self._user_id: str | BaseException | None = None
 
     async def get(self, url: str, *, paced: bool = False) -> Any:
         if paced:
             await self.pacer.wait()
+        elif "/auditLogs/" in url:
+            await self.reports.wait()
         return await send_raw(self.t.graph, Method.GET, url)
 
     def verdict(
@@ -274,10 +276,18 @@ async def run_doctor(settings: Settings, *, credential: Any = None, clock: Clock
     if not tenants:
         problems.append("no Microsoft tenant configured")
     for tenant in tenants:
-        cred = credential or graph_credential(tenant)
-        graph = graph_client(tenant.graph_url or settings.graph_url, cred)
-        clients = TenantClients(tenant, graph, cred, clock or SystemClock())
-        verdicts += await check_tenant(clients, settings)
+        try:
+            cred = credential or graph_credential(tenant)
+        except (ValueError, OSError) as exc:  # e.g. workload identity without its token file
+            problems.append(f"tenant {tenant.id}: cannot build the {tenant.auth} credential: {str(exc)[:200]}")
+            continue
+        try:
+            graph = graph_client(tenant.graph_url or settings.graph_url, cred)
+            clients = TenantClients(tenant, graph, cred, clock or SystemClock())
+            verdicts += await check_tenant(clients, settings)
+        finally:
+            if credential is None:
+                await cred.close()
     return {
         "ok": not problems and not any(v.broken for v in verdicts),
         "problems": problems,

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import structlog
 
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
@@ -43,6 +46,21 @@ from bot.store import db, repo
 
 BATCH = 2000
 EXIT_UNREADABLE = 2
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Warnings and errors only, on stderr, for the length of one command (stdout carries its output);
+    the previous logging configuration comes back afterwards."""
+    old = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
 
 
 class UnreadableInput(Exception):
@@ -255,6 +273,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with quiet_logs():  # findings and cases are the output here, not log lines
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = load_settings(toml_path=getattr(args, "config", None))
     try:
         result = asyncio.run(run_replay(args.paths, args.kind, settings, sys.stderr))

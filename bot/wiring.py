@@ -13,6 +13,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -21,8 +22,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actions.ledger import Executor
-from actions.microsoft import MicrosoftActionConfig, microsoft_actions, user_facts
+from actions.base import Action, ActionContext, ActionOutcome
+from actions.ledger import BatchRunner, Executor
+from actions.microsoft import MicrosoftActionConfig, microsoft_actions, run_batched, user_facts
 from actions.preflight import ProtectionPolicy, check_plan
 from bot.audit import log as audit
 from bot.cases.machine import Timeouts
@@ -56,14 +58,31 @@ def graph_credential(t: TenantSettings) -> AsyncTokenCredential:
     return ClientSecretCredential(t.id, t.client_id, t.client_secret.get_secret_value())
 
 
-def graph_client(graph_url: str, credential: AsyncTokenCredential) -> GraphServiceClient:
+def graph_client(
+    graph_url: str, credential: AsyncTokenCredential, transports: list[httpx.AsyncHTTPTransport] | None = None
+) -> GraphServiceClient:
     # Always pass explicit scopes: without them kiota derives the scope from the request host,
     # which is wrong for anything but graph.microsoft.com (api-contracts.md §1.8).
     provider = AzureIdentityAuthenticationProvider(credential, scopes=GRAPH_SCOPES)
-    adapter = GraphRequestAdapter(provider)
+    # Our own transport, so it can be closed: msgraph-core's wrapper transport has no aclose() and
+    # would leave the connection pool open after the client is gone.
+    transport = httpx.AsyncHTTPTransport(http2=True, retries=0)
+    if transports is not None:
+        transports.append(transport)
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(100.0, connect=30.0))
+    )
+    adapter = GraphRequestAdapter(provider, http)
     # The setter, not httpx's base_url: httpx would add a slash and produce /v1.0//users.
     adapter.base_url = f"{graph_url.rstrip('/')}/v1.0"
     return GraphServiceClient(request_adapter=adapter)
+
+
+def batch_runner(graph: GraphServiceClient) -> BatchRunner:
+    async def run(target: str, acts: list[Action], context: ActionContext | None) -> dict[str, ActionOutcome]:
+        return await run_batched(graph, target, acts, context)
+
+    return run
 
 
 def ladder_rung(s: Settings, over: dict[str, int]) -> Timeouts:
@@ -113,6 +132,7 @@ class Services:
     crash_points: set[str] = field(default_factory=set)
     pollers: list[Poller] = field(default_factory=list)
     tenants: dict[str, TenantClients] = field(default_factory=dict)
+    transports: list[httpx.AsyncHTTPTransport] = field(default_factory=list)
     last_crash: BaseException | None = None
     _tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
@@ -150,6 +170,8 @@ class Services:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self.transports:
+            await transport.aclose()
         await self.engine.dispose()
 
 
@@ -194,9 +216,10 @@ async def build(
             ]
         )
     clients = []
+    transports: list[httpx.AsyncHTTPTransport] = []
     for t in tenants:
         cred = credential or graph_credential(t)
-        clients.append(TenantClients(t, graph_client(t.graph_url or settings.graph_url, cred), cred, clock))
+        clients.append(TenantClients(t, graph_client(t.graph_url or settings.graph_url, cred, transports), cred, clock))
     actions_by_tenant = {
         c.tenant.id: {
             a.name: a
@@ -242,6 +265,7 @@ async def build(
         reconcile_skew=timedelta(seconds=settings.reconcile_skew_s),
         crash_points=crash,
         by_tenant=actions_by_tenant,
+        batch_runners={c.tenant.id: batch_runner(c.graph) for c in clients},
     )
     pager = None
     if settings.pagerduty_routing_key is not None:
@@ -344,6 +368,7 @@ async def build(
         crash,
         pollers=pollers,
         tenants={c.tenant.id: c for c in clients},
+        transports=transports,
     )
     services_ref.append(services)
     return services

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from bot.model import Case
 from bot.slack.ids import Ids
 from bot.store import repo
 from bot.store.tables import raw_events
-from sandbox.world import PEOPLE, Sandbox, eventually, sign_in
+from sandbox.world import MFA_GROUP, PEOPLE, TENANT, Sandbox, eventually, sign_in
 
 
 async def latest_case(sb: Sandbox, upn: str) -> Case | None:
@@ -241,6 +242,142 @@ async def travel_declared(sb: Sandbox) -> None:
     await sb.bot.dispatcher.drain()
 
 
+# --- contain-all-microsoft ---------------------------------------------------------------------------
+
+MAIL_APP_SP = "33333333-0000-0000-0000-0000000000a1"  # the consented app's service principal (object id)
+MAIL_APP_ID = "44444444-0000-0000-0000-0000000000a1"  # its appId (the application registration)
+MAIL_APP_GRANT = "grant-mallory-mailhelper"
+
+
+def consent_record(upn: str, at: datetime, sp_id: str, app_name: str, scopes: str) -> dict[str, Any]:
+    """An Audit.AzureActiveDirectory "Consent to application." record (detections.md §2.3).
+
+    Real records carry the service principal's object id in ObjectId and in Target ("ServicePrincipal_<id>",
+    Type 2). bot/sources/normalize_o365.py takes the finding's client_id from AppId / ClientAppId /
+    ApplicationId only, so the id is repeated in AppId for containment to find the grant (reported)."""
+    return {
+        "CreationTime": f"{at:%Y-%m-%dT%H:%M:%S}",
+        "Id": f"consent-{sp_id[-4:]}-{int(at.timestamp())}",
+        "Operation": "Consent to application.",
+        "OrganizationId": TENANT,
+        "RecordType": 8,
+        "ResultStatus": "Success",
+        "UserKey": "10032001A1B2C3D4",
+        "UserType": 0,
+        "Version": 1,
+        "Workload": "AzureActiveDirectory",
+        "UserId": upn,
+        "ClientIP": f"{ATTACKER['ip']}:51234",
+        "ObjectId": sp_id,
+        "AppId": sp_id,
+        "AzureActiveDirectoryEventType": 1,
+        "ModifiedProperties": [
+            {"Name": "ConsentContext.IsAdminConsent", "NewValue": "False", "OldValue": ""},
+            {"Name": "ConsentContext.IsAppOnly", "NewValue": "False", "OldValue": ""},
+            {"Name": "ConsentContext.OnBehalfOfAll", "NewValue": "False", "OldValue": ""},
+            {"Name": "ConsentContext.Tags", "NewValue": "WindowsAzureActiveDirectoryIntegratedApp", "OldValue": ""},
+            {
+                "Name": "ConsentAction.Permissions",
+                "NewValue": f"[] => [[Id: {MAIL_APP_GRANT}, ClientId: {sp_id}, PrincipalId: , "
+                f"ResourceId: 00000003-0000-0000-c000-000000000000, ConsentType: Principal, Scope: {scopes}, "
+                "CreatedDateTime: , LastModifiedDateTime ]]; ",
+                "OldValue": "",
+            },
+            {"Name": "ConsentAction.Reason", "NewValue": "", "OldValue": ""},
+            {"Name": "TargetId.ServicePrincipalNames", "NewValue": app_name, "OldValue": ""},
+        ],
+        "Target": [{"ID": f"ServicePrincipal_{sp_id}", "Type": 2}, {"ID": app_name, "Type": 1}],
+        "Actor": [{"ID": upn, "Type": 5}],
+    }
+
+
+async def case_detectors(sb: Sandbox, upn: str) -> set[str]:
+    case = await latest_case(sb, upn)
+    return {f.detector for f in case.findings} if case else set()
+
+
+def modal_plan(sb: Sandbox, user: str) -> list[str]:
+    """The actions the Contain… modal pre-checks (the case's plan), as Slack shows them."""
+    view = sb.slack.open_view(user)
+    for block in view["view"]["blocks"] if "view" in view else view["blocks"]:
+        element = block.get("element") or {}
+        if element.get("type") == "checkboxes":
+            return [o["value"] for o in element.get("initial_options", [])]
+    raise LookupError("no action checkboxes in the Contain… modal")
+
+
+def plan_writes(plan: list[str], user_id: str) -> Counter[tuple[str, str]]:
+    """Each Graph write the plan makes in this sandbox (one revoke, one grant deleted, ...)."""
+    per_action: dict[str, list[tuple[str, str]]] = {
+        "revoke_sessions": [("POST", f"/v1.0/users/{user_id}/revokeSignInSessions")],
+        "block_sign_in": [("PATCH", f"/v1.0/users/{user_id}")],
+        "reset_password": [("PATCH", f"/v1.0/users/{user_id}")],
+        "require_mfa": [("POST", f"/v1.0/groups/{MFA_GROUP}/members/$ref")],
+        "revoke_app_consent": [
+            ("DELETE", f"/v1.0/oauth2PermissionGrants/{MAIL_APP_GRANT}"),
+            ("PATCH", f"/v1.0/servicePrincipals/{MAIL_APP_SP}"),
+        ],
+        "confirm_compromised": [("POST", "/v1.0/identityProtection/riskyUsers/confirmCompromised")],
+    }
+    return Counter(w for a in plan for w in per_action.get(a, []))
+
+
+async def contain_all_microsoft(sb: Sandbox) -> None:
+    await contain_all_microsoft_plan(sb)
+    # the per-action results reach the case thread at Slack's pace (1 message/s per channel)
+    await eventually(lambda: _outbox_empty(sb), timeout=30.0, what="the per-action results in the case thread")
+
+
+async def contain_all_microsoft_plan(sb: Sandbox) -> None:
+    """The story up to `contained` and the check of the provider writes."""
+    upn, name, gid = PEOPLE["U0MALLORY"]
+    writes_before = len(sb.graph.writes())
+    # The attacker's foothold: a mail app the victim was tricked into consenting to.
+    sb.graph.add_service_principal(MAIL_APP_SP, MAIL_APP_ID, "Mail Helper Pro")
+    sb.graph.add_grant(MAIL_APP_GRANT, MAIL_APP_SP, principal_id=gid, scope="Mail.Read offline_access User.Read")
+    # The bot subscribes to the audit feeds on its first O365 poll; content exists only from then on.
+    await eventually(
+        lambda: sb.o365.subscription_status("Audit.AzureActiveDirectory") == "enabled", what="the O365 subscription"
+    )
+    t0 = sb.clock.now()
+    consent = consent_record(upn, t0, MAIL_APP_SP, "Mail Helper Pro", "openid profile offline_access Mail.Read")
+    # The audit record reaches a content blob 35 minutes later (30 min to 24 h in reality).
+    sb.o365.add_records("Audit.AzureActiveDirectory", [consent], lag=timedelta(minutes=35))
+    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=2), seq=8001, **ATTACKER))
+    sb.clock.advance(timedelta(minutes=45))  # past the blob's availability and both delayed watermarks
+    await eventually(
+        lambda: _has(sb, upn, "oauth_mail_consent"), what="the consent finding (O365 audit) on mallory's case"
+    )
+    card = await wait_card(sb, upn, "user_card")
+    await sb.click("U0MALLORY", card, Ids.USER_NO)
+    soc = await wait_card(sb, upn, "soc_card")
+    await sb.click("U0BOB", soc, Ids.SOC_CONTAIN)
+    await eventually(lambda: modal_open(sb, "U0BOB"), what="the Contain… modal")
+    plan = modal_plan(sb, "U0BOB")
+    if "revoke_app_consent" not in plan:
+        raise AssertionError(f"the plan does not remove the consented app: {plan}")
+    await sb.submit_modal("U0BOB", contain(plan, "Mallory did not sign in from Moscow nor consent to Mail Helper Pro"))
+    await wait_state(sb, upn, "awaiting_second_approval", "the first approval (destructive actions)")
+    soc = await wait_button(sb, upn, Ids.SOC_SECOND_APPROVAL)
+    await sb.click("U0CAROL", soc, Ids.SOC_SECOND_APPROVAL)
+    await wait_state(sb, upn, "contained", "mallory's case to be contained")
+    done = Counter((w["method"], w["path"]) for w in sb.graph.writes()[writes_before:])
+    expected = plan_writes(plan, gid)
+    if done != expected:
+        raise AssertionError(f"provider writes {dict(done)} differ from the plan's {dict(expected)}")
+    if sb.graph.grant_ids().count(MAIL_APP_GRANT) or sb.graph.service_principal(MAIL_APP_SP)["accountEnabled"]:
+        raise AssertionError("the consented app still has its grant or is still enabled")
+
+
+async def _outbox_empty(sb: Sandbox) -> bool:
+    async with sb.bot.engine.connect() as conn:
+        return await repo.pending_outbox(conn) == 0
+
+
+async def _has(sb: Sandbox, upn: str, detector: str) -> bool:
+    return detector in await case_detectors(sb, upn)
+
+
 STORIES = [
     Story(
         "user-confirms",
@@ -290,6 +427,14 @@ STORIES = [
         "U0GRACE",
         "the employee declares a trip with /mailwarden travel; the SOC approves; the sign-in from there is quiet",
         travel_declared,
+    ),
+    Story(
+        "contain-all-microsoft",
+        "contained",
+        "U0MALLORY",
+        "a consented mail app (O365 audit) and a sign-in from the attacker's network; the user answers No; "
+        "the SOC approves the full plan (two approvers); each Graph write runs exactly once",
+        contain_all_microsoft,
     ),
 ]
 

@@ -190,13 +190,14 @@ class O365Emulator:
             raise ActivityError(
                 401,
                 "AF10001",
-                "The permission set () sent in the request did not include the expected permission "
-                "ActivityFeed.Read.",
+                "The permission set () sent in the request did not include the expected permission ActivityFeed.Read.",
             )
         if self._budget is not None and self._budget.admit():
             publisher = rec.params.get("PublisherIdentifier", "")
             headers = {"Retry-After": str(self.throttle_retry_after)} if self.throttle_retry_after else {}
-            raise ActivityError(429, "AF429", f"Too many requests. Method={rec.method}, PublisherId={publisher}", headers)
+            raise ActivityError(
+                429, "AF429", f"Too many requests. Method={rec.method}, PublisherId={publisher}", headers
+            )
         rec.handled = True
         params = rec.params
         route = (rec.method, operation)
@@ -273,7 +274,9 @@ class O365Emulator:
             (
                 b
                 for b in self._blobs.values()
-                if b.content_type == content_type and start <= b.created < end and b.created <= now
+                if b.content_type == content_type
+                and start <= b.created < end
+                and b.created <= now
                 and sub.covers(b.created)
             ),
             key=lambda b: (b.created, b.content_id),
@@ -285,11 +288,12 @@ class O365Emulator:
             except ValueError:
                 raise ActivityError(400, "AF20031", f"Invalid nextPage Input: {token}.") from None
         page = blobs[offset : offset + self.page_size]
+        feed = f"{base_url}/api/v1.0/{self.tenant_id}/activity/feed"
         body = [
             {
                 "contentType": b.content_type,
                 "contentId": b.content_id,
-                "contentUri": f"{base_url}/api/v1.0/{self.tenant_id}/activity/feed/audit/{quote(b.content_id, safe='')}",
+                "contentUri": f"{feed}/audit/{quote(b.content_id, safe='')}",
                 "contentCreated": _iso(b.created),
                 "contentExpiration": _iso(b.created + MAX_AGE),
             }

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
 from azure.core.credentials import AccessToken
 
 from bot.clock import SimClock
@@ -55,6 +56,8 @@ class SandboxCredential:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+
+MFA_GROUP = "22222222-0000-0000-0000-0000000000f1"  # the group a Conditional Access "require MFA" policy targets
 
 PEOPLE = {
     # slack id: (upn, name, graph user id)
@@ -183,6 +186,10 @@ class Sandbox:
             "manage_url": self.manage_url,
             "ms_sources": ["signins", "o365_audit"],  # the mailbox and directory audit trail too
             "o365_publisher_id": PUBLISHER_ID,
+            # the full Microsoft plan has something to do: require_mfa adds to this group, and
+            # revoke_app_consent also disables the flagged app (story contain-all-microsoft)
+            "ms_require_mfa_group_id": MFA_GROUP,
+            "ms_disable_service_principal": True,
             # The start-up probes would add requests the tests count; tests/integration/test_doctor.py
             # turns them on.
             "startup_checks": False,
@@ -211,6 +218,7 @@ class Sandbox:
         self.slack.add_channel(SOC_CHANNEL, "soc-mailwarden")
         self.slack.add_usergroup(SOC_GROUP, "soc", SOC_MEMBERS)
         self.slack.add_usergroup(ONCALL_GROUP, "soc-oncall", ["U0CAROL"])
+        self.graph.add_group(MFA_GROUP, "Require MFA (Mailwarden containment)")
         # a month of ordinary history: weekday sign-ins from New York
         for uid in TRAVELLERS:
             upn, name, gid = PEOPLE[uid]
@@ -241,10 +249,22 @@ class Sandbox:
     def run_scheduler(self, *, poll_s: float = 0.2, dispatch_s: float = 0.1, sweep_s: float = 0.1) -> None:
         """Run the bot's real APScheduler jobs (fast real-time ticks; the simulated clock decides what is due)."""
         self.scheduler = build_scheduler(self.bot, poll_s=poll_s, dispatch_s=dispatch_s, sweep_s=sweep_s)
+        self._running_jobs = 0
+
+        def count(event: Any) -> None:
+            if str(event.job_id).startswith("poll."):  # polls only: a paced Slack drain may be cut short
+                self._running_jobs += 1 if event.code == EVENT_JOB_SUBMITTED else -1
+
+        self.scheduler.add_listener(count, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.start()
 
     async def stop_bot(self) -> None:
         if self.scheduler is not None:
+            # Let a poll in flight (an O365 catch-up) finish instead of cancelling it mid-request.
+            self.scheduler.pause()
+            deadline = time.monotonic() + 10.0
+            while getattr(self, "_running_jobs", 0) > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         if self._bot_server is not None:

@@ -1,7 +1,7 @@
 """Normalize the public third-party sample records (../shared/reference/samples) and report problems.
 
 They are not copied into this repository (their licences differ), so this is a developer check,
-run by hand where the reference folder exists: `.venv/bin/python scripts/check_public_samples.py` (35 records, 0 problems on 2026-12-03).
+run by hand where the reference folder exists: `.venv/bin/python scripts/check_public_samples.py` .
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from bot.detect.common import SIGN_IN_ANOMALIES
 from bot.detect.fleet import TenantFleet
 from bot.detect.policy import DEFAULT as DEFAULT_POLICY
 from bot.detect.policy import Policy, most_urgent
-from bot.detect.profile import device_key, forget, observe
+from bot.detect.profile import device_key, forget, observe, with_tz
 from bot.detect.scoring import case_severity, decide, yes_closes
 from bot.errors import ConcurrentUpdate
 from bot.model import CAMPAIGN_PREFIX, Case, CaseEvent, CaseState, Decision, Event, Finding, Profile, Severity
@@ -413,6 +413,11 @@ class CaseService:
             if findings and user:
                 found += len(findings)
                 await self._correlate_user(batch, event, findings)
+                tz = next((c.slack_tz for c in batch.open_cases.get(user, []) if c.slack_tz), None)
+                if tz and user in profiles and profiles[user].tz is None:
+                    # Slack told us the employee's time zone on their case: off_hours reads it from now on
+                    profiles[user] = with_tz(profiles[user], tz)
+                    dirty.add(user)
             if spray_alarm and event.ip:
                 found += len(spray_alarm)
                 await self._campaign_alarm(batch, fleet, event, spray_alarm)

@@ -93,7 +93,8 @@ class Params:
     legacy_memory: timedelta = timedelta(days=7)
     # off_hours: hour-binned baseline as Sentinel MailItemsAccessedTimeSeries (1-h bins); a user's
     # working day in their own time zone when it is known
-    off_hours_min_sign_ins: int = 20
+    # about one warm-up week of a typical user's interactive sign-ins (two or three per working day)
+    off_hours_min_sign_ins: int = 14
     off_hours_max_share: float = 0.02
     work_start_hour: int = 6
     work_end_hour: int = 22
@@ -186,6 +187,11 @@ def detector_ids() -> tuple[str, ...]:
     return tuple(sorted({*registry(), *CROSS_USER}))
 
 
+@cache
+def _enabled(enabled: frozenset[str] | None) -> tuple[Detector, ...]:
+    return tuple(d for i, d in _registry() if enabled is None or i in enabled)
+
+
 def run_all(event: Event, profile: Profile | None, params: Params) -> list[Finding]:
     """The enabled per-user detectors on one event (cross-user ones: bot.detect.fleet.observe_fleet)."""
-    return [f for i, d in _registry() if params.runs(i) and (f := d(event, profile, params)) is not None]
+    return [f for d in _enabled(params.enabled) if (f := d(event, profile, params)) is not None]

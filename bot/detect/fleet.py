@@ -119,17 +119,25 @@ class TenantFleet:
         return window.sprayer(ip) if window is not None and ip else None
 
     def prune(self, now: datetime, params: Params) -> None:
-        """Drop keys with nothing left inside their windows (bounded state between polls)."""
-        spray_horizon = now - max(params.spray_window, params.spray_memory)
+        """Age out what no detector will read again (attempts past the spray window, sprayers past their
+        memory, reads past the bulk window) and drop empty keys: the state stays as small as its windows,
+        however many addresses and apps the tenant has seen."""
+        attempts_from, sprayers_from = now - params.spray_window, now - params.spray_memory
         for ip, w in list(self.spray.items()):
-            last = max([a.at for a in w.attempts[-1:]] + [at for _, at, _ in w.sprayers], default=None)
-            if last is None or last < spray_horizon:
+            attempts = tuple(a for a in w.attempts if a.at >= attempts_from)
+            sprayers = tuple(x for x in w.sprayers if x[1] >= sprayers_from)
+            if not attempts and not sprayers:
                 del self.spray[ip]
-        mail_horizon = now - params.mail_bulk_window
+            elif len(attempts) != len(w.attempts) or len(sprayers) != len(w.sprayers):
+                self.spray[ip] = SprayWindow(attempts=attempts, sprayers=sprayers)
+        reads_from = now - params.mail_bulk_window
         for app, mw in list(self.mail.items()):
-            last = max([r.at for r in mw.reads[-1:]] + [t for _, t in mw.reported], default=None)
-            if last is None or last < mail_horizon:
+            reads = tuple(r for r in mw.reads if r.at >= reads_from)
+            reported = tuple(x for x in mw.reported if x[1] >= reads_from)
+            if not reads and not reported:
                 del self.mail[app]
+            elif len(reads) != len(mw.reads) or len(reported) != len(mw.reported):
+                self.mail[app] = MailAccessWindow(reads=reads, reported=reported)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the same per-window shape as fleet_to_dict, keyed by address and app."""

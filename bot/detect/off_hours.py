@@ -7,7 +7,9 @@ Two readings, both needed when both are possible, so neither alone raises noise:
 - the user's hour-of-week history (1-hour bins, as Sentinel's MailItemsAccessedTimeSeries bins
   mailbox access) shows almost none of their sign-ins in that hour of the day, ±1 hour.
 Without a time zone the history decides alone. Low severity: context for the SOC, never a case
-on its own beyond a record. No finding until the warm-up has passed and enough sign-ins are known.
+on its own beyond a record. No finding until the warm-up has passed and enough sign-ins are known,
+and none from a country the user has never signed in from: the hours were learned in another time
+zone (new_country speaks for that sign-in).
 """
 
 from __future__ import annotations
@@ -34,17 +36,22 @@ def local_time(at: datetime, tz: str | None) -> datetime | None:
 
 def share_at(hours: tuple[int, ...], at: datetime) -> float | None:
     """The share of past sign-ins within ±1 hour of `at`'s hour (UTC), any day of the week."""
-    if len(hours) != HOURS_PER_WEEK or sum(hours) == 0:
+    total = sum(hours) if len(hours) == HOURS_PER_WEEK else 0
+    if total == 0:
         return None
     near = {(at.hour + d) % 24 for d in (-1, 0, 1)}
-    return sum(c for i, c in enumerate(hours) if i % 24 in near) / sum(hours)
+    return sum(hours[day * 24 + h] for day in range(7) for h in near) / total
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if not is_successful_sign_in(event) or not event.interactive or profile is None:
         return None
+    if profile.sign_ins < params.off_hours_min_sign_ins:  # cheap bound first: hours count a subset of these
+        return None
     if not warmed_up(profile, event, params.baseline_warmup) or sum(profile.hours) < params.off_hours_min_sign_ins:
         return None
+    if event.country and profile.countries and not profile.knows_country(event.country):
+        return None  # abroad: hours learned at home (in UTC) say nothing about another time zone
     share = share_at(profile.hours, event.occurred_at)
     if share is None or share >= params.off_hours_max_share:
         return None

@@ -30,6 +30,9 @@ DEFAULT_BY_DETECTOR: Mapping[str, Decision] = MappingProxyType(
     {
         "mailbox_export": Decision.SOC,  # an admin's act: the SOC, not the user, can judge it
         "impersonation_role": Decision.SOC,  # tenant-wide reach; same reasoning
+        # FullAccess / SendAs on someone else's mailbox is an Exchange administrator's act too
+        # (Add-MailboxPermission, Add-RecipientPermission): the SOC judges it, not the admin's "yes"
+        "mailbox_delegation": Decision.SOC,
     }
 )
 

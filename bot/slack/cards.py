@@ -7,8 +7,8 @@ Every value that came from a log record passes through `safe` (escaped, clipped)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any

@@ -25,6 +25,10 @@ from bot.store import repo
 log = structlog.get_logger("mailwarden.sources")
 
 
+class SourceDisabled(Exception):
+    """The provider refused this source for good (permission or licence); it was logged once."""
+
+
 class Fetcher(Protocol):
     source: str  # the cursor's name, e.g. "entra_signin"
     kind: str  # the normalizer's kind, e.g. "entra-signin"
@@ -44,6 +48,7 @@ class PollResult:
     duplicates: int = 0
     rejected: int = 0
     cases_opened: int = 0
+    disabled: bool = False  # the source is switched off (see the source.disabled log line); cursor unmoved
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -87,7 +92,11 @@ class Poller:
         result = PollResult(window_start=start, window_end=end)
         if position is not None and end <= position:
             return result
-        records, result.pages = await self.fetcher.fetch(start, end)
+        try:
+            records, result.pages = await self.fetcher.fetch(start, end)
+        except SourceDisabled:
+            result.disabled = True
+            return result
         result.fetched = len(records)
         async with self.engine.begin() as conn:
             fresh: list[Event] = []

@@ -2,10 +2,10 @@
 
 Identity Protection allows **1 request per second per tenant, for all apps together, and its 429s
 carry no Retry-After** (api-contracts.md §1.3, §1.6). Kiota's RetryHandler would then back off on
-its own guess (about 3.5-4.5 s), so this fetcher paces its own requests at least `min_interval_s`
-apart (one pacer per tenant, shared by every fetcher of that tenant in this process): kiota's retry
-stays the exception. Another app of the same tenant calling Identity Protection still shares the
-budget; its 429s are what kiota's retry is for.
+its own guess (about 3.5-4.5 s), so this fetcher paces its own requests at least 1 s apart (one
+pacer per tenant, TenantClients.identity_protection, shared with `doctor`): kiota's retry stays the
+exception. Another app of the same tenant calling Identity Protection still shares the budget; its
+429s are what kiota's retry is for.
 
 Windows: riskDetections on `detectedDateTime` (when Identity Protection raised it: offline detections
 come hours after the activity, so the activity time would make them arrive "in the past");
@@ -15,46 +15,20 @@ riskyUsers on `riskLastUpdatedDateTime`. Paging: `$top` (max 500 for riskDetecti
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 from typing import Any
 
 from msgraph.graph_service_client import GraphServiceClient
 
-from bot.sources.entra_signins import fetch_pages, graph_time, query_string
+from bot.sources.entra_signins import WindowPacer, fetch_pages, graph_time, query_string
 
 RISK_PAGE_SIZE = 500  # riskDetections: default 20, maximum 500
 RISKY_USERS_PAGE_SIZE = 500  # U: the riskyUsers page does not state a maximum; 500 is accepted by the emulator
 
 
-class IntervalPacer:
-    """At least `min_interval_s` between the starts of two requests (real time: the limit is real time)."""
-
-    def __init__(self, min_interval_s: float) -> None:
-        self.min_interval_s = min_interval_s
-        self._last: float | None = None
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if self._last is not None:
-                delay = self._last + self.min_interval_s - now
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            self._last = time.monotonic()
-
-
-_PACERS: dict[tuple[str, float], IntervalPacer] = {}
-
-
-def tenant_pacer(tenant: str, min_interval_s: float = 1.0) -> IntervalPacer:
-    """The Identity Protection pacer of one tenant in this process."""
-    key = (tenant, min_interval_s)
-    if key not in _PACERS:
-        _PACERS[key] = IntervalPacer(min_interval_s)
-    return _PACERS[key]
+def identity_protection_pacer(scale: float = 1.0) -> WindowPacer:
+    """Identity Protection's budget: 1 request / s per tenant (`scale` compresses time in benchmarks)."""
+    return WindowPacer(1, 1.0 / scale)
 
 
 class EntraRisk:
@@ -65,7 +39,7 @@ class EntraRisk:
         self,
         graph: GraphServiceClient,
         *,
-        pacer: IntervalPacer,
+        pacer: WindowPacer,
         risky_users: bool = False,
         page_size: int = RISK_PAGE_SIZE,
     ) -> None:

@@ -99,6 +99,23 @@ def _addresses(values: list[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _service_principal_id(r: dict[str, Any]) -> str | None:
+    """The consented app's service-principal object id: what oauth2PermissionGrant.clientId holds.
+
+    "Consent to application." records name it in Target ("ServicePrincipal_<id>") and ObjectId, not in
+    AppId (which, when present, is the application's client id)."""
+    targets = r.get("target")
+    for t in targets if isinstance(targets, list) else []:
+        ident = t.get("ID") if isinstance(t, dict) else None
+        if isinstance(ident, str) and ident.startswith("ServicePrincipal_") and GUID.fullmatch(ident[17:]):
+            return ident[17:].lower()
+    obj = r.get("objectid")
+    return obj.lower() if isinstance(obj, str) and GUID.fullmatch(obj.strip()) else None
+
+
 def _external(actor: str, addresses: tuple[str, ...]) -> bool:
     """Outside the actor's own domain or its subdomains (the detector applies the org's full list)."""
     own = domain_of(actor)
@@ -225,7 +242,8 @@ def normalize_o365(record: Any, tenant: str) -> Event | Rejection:
     elif kind == "export":
         target = p.get("Mailbox") or text(r.get("objectid"), 320) or text(r.get("exchangelocations"), 320)
     app_id = (
-        text(r.get("clientappid"), 64)
+        (_service_principal_id(r) if kind == "consent" else None)
+        or text(r.get("clientappid"), 64)
         or text(access.get("ClientAppId"), 64)
         or text(r.get("applicationid"), 64)
         or text(r.get("appid"), 64)

@@ -137,8 +137,8 @@ class O365Activity:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ManagementApiError) and exc.retry_after is not None:
             return min(self.max_wait_s, exc.retry_after)
-        backoff = 0.5 * 2 ** (state.attempt_number - 1)
-        return min(self.max_wait_s, backoff + random.uniform(0, 0.5))  # noqa: S311 - jitter, not a secret
+        backoff: float = 0.5 * 2 ** (state.attempt_number - 1)
+        return float(min(self.max_wait_s, backoff + random.uniform(0, 0.5)))  # noqa: S311 - jitter, not a secret
 
     async def _send(self, http: httpx.AsyncClient, method: str, url: str) -> httpx.Response:
         url = with_param(url, "PublisherIdentifier", self.publisher_id)

@@ -21,9 +21,9 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, TenantSettings
-from bot.sources.base import Fetcher
-from bot.sources.entra_risk import EntraRisk, tenant_pacer
-from bot.sources.entra_signins import EntraSignIns, EntraSignInsBeta
+from bot.sources.base import Fetcher, SourceDisabled
+from bot.sources.entra_risk import EntraRisk, identity_protection_pacer
+from bot.sources.entra_signins import EntraSignIns, EntraSignInsBeta, WindowPacer, reports_pacer
 from bot.sources.o365_activity import MAX_AGE, MAX_LISTING_WINDOW, ManagementApiError, O365Activity
 
 log = structlog.get_logger("mailwarden.sources")
@@ -49,6 +49,9 @@ class TenantClients:
     graph: GraphServiceClient
     credential: AsyncTokenCredential
     clock: Clock = field(default_factory=SystemClock)
+    # Client-side pacing per tenant (bot/sources/entra_signins.py WindowPacer), shared by its fetchers.
+    reports: WindowPacer = field(default_factory=reports_pacer)
+    identity_protection: WindowPacer = field(default_factory=identity_protection_pacer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +101,9 @@ def denial(exc: BaseException) -> Denial | None:
 class Guarded:
     """A fetcher that switches itself off, once and loudly, when the provider refuses it for good.
 
-    After a denial it returns no records: the Poller then moves the cursor on, so the disabled period
-    is not read back later (the start-up check avoids that by not creating the poller at all)."""
+    After a denial every fetch raises SourceDisabled, which the Poller takes as "skip, and keep the
+    cursor where it is": once the permission is granted and the service restarted, the period the
+    source was off is read back (within the provider's retention)."""
 
     def __init__(self, inner: Fetcher, *, tenant: str, name: str, need: Requirement) -> None:
         self.inner = inner
@@ -112,7 +116,7 @@ class Guarded:
 
     async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
         if self.disabled is not None:
-            return [], 0
+            raise SourceDisabled(self.name)
         try:
             return await self.inner.fetch(start, end)
         except Exception as exc:
@@ -134,7 +138,7 @@ class Guarded:
                 if found.kind == "permission"
                 else f"the tenant needs {self.need.licence}",
             )
-            return [], 0
+            raise SourceDisabled(self.name) from exc
 
 
 SourceFactory = Callable[[TenantClients, Settings], SourceSpec]
@@ -142,7 +146,7 @@ SourceFactory = Callable[[TenantClients, Settings], SourceSpec]
 
 def _signins(t: TenantClients, s: Settings) -> SourceSpec:
     return SourceSpec(
-        EntraSignIns(t.graph),
+        EntraSignIns(t.graph, t.reports),
         timedelta(seconds=s.signin_delay_s),
         timedelta(seconds=s.signin_overlap_s),
         timedelta(seconds=s.initial_lookback_s),
@@ -152,7 +156,10 @@ def _signins(t: TenantClients, s: Settings) -> SourceSpec:
 def _signins_noninteractive(t: TenantClients, s: Settings) -> SourceSpec:
     return SourceSpec(
         EntraSignInsBeta(
-            t.graph, filters=s.noninteractive_filter, service_principals=s.noninteractive_service_principals
+            t.graph,
+            filters=s.noninteractive_filter,
+            service_principals=s.noninteractive_service_principals,
+            pacer=t.reports,
         ),
         timedelta(seconds=s.signin_delay_s),
         timedelta(seconds=s.signin_overlap_s),
@@ -162,7 +169,7 @@ def _signins_noninteractive(t: TenantClients, s: Settings) -> SourceSpec:
 
 def _risk(t: TenantClients, s: Settings) -> SourceSpec:
     return SourceSpec(
-        EntraRisk(t.graph, pacer=tenant_pacer(t.tenant.id), risky_users=s.risk_risky_users),
+        EntraRisk(t.graph, pacer=t.identity_protection, risky_users=s.risk_risky_users),
         timedelta(seconds=s.risk_delay_s),
         timedelta(seconds=s.risk_overlap_s),
         timedelta(seconds=s.initial_lookback_s),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -292,14 +292,16 @@ async def save_profiles(conn: AsyncConnection, tenant: str, ps: Iterable[Profile
     await conn.execute(stmt, rows)
 
 
-async def set_profile_tz(conn: AsyncConnection, tenant: str, user: str, tz: str | None, now: datetime) -> bool:
+async def set_profile_tz(
+    conn: AsyncConnection, tenant: str, user: str, tz: str | None, now: datetime | None = None
+) -> bool:
     """Remember the user's IANA time zone (e.g. Slack's `tz`) on their profile, for off_hours.
 
     False when the user has no profile yet (nothing to attach it to) or it already says so."""
     p = await load_profile(conn, tenant, user)
     if p is None or p.tz == tz:
         return False
-    await save_profile(conn, tenant, replace(p, tz=tz), now)
+    await save_profile(conn, tenant, replace(p, tz=tz), now or datetime.now(UTC))
     return True
 
 
@@ -417,6 +419,26 @@ async def store_raw_batch(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
             )
             for (eid,) in existing:
                 fresh.pop((source, tenant, eid), None)
-    if fresh:
+    if fresh and conn.dialect.name == "sqlite":
+        # The driver's own executemany: SQLAlchemy's per-row parameter processing costs more than SQLite
+        # itself here. Timestamps in the form UTCDateTime stores (naive UTC, microseconds).
+        await conn.exec_driver_sql(
+            _RAW_INSERT, [tuple(_sqlite_value(r[c]) for c in _RAW_COLUMNS) for r in fresh.values()]
+        )
+    elif fresh:
         await conn.execute(insert(raw_events), list(fresh.values()))
     return {(s, e) for s, _, e in fresh}
+
+
+_RAW_COLUMNS = (
+    "source", "tenant", "event_id", "occurred_at", "user_principal", "status", "reason", "payload", "stored_at"
+)  # fmt: skip
+_RAW_INSERT = f"INSERT INTO raw_events ({', '.join(_RAW_COLUMNS)}) VALUES ({', '.join('?' * len(_RAW_COLUMNS))})"  # noqa: S608 - fixed column names, not input
+
+
+def _sqlite_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        if v.tzinfo is None:
+            raise ValueError("naive datetime reached the database")
+        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return v

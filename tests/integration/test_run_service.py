@@ -37,8 +37,9 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         "MAILWARDEN_HTTP_PORT": str(port),
         "MAILWARDEN_POLL_INTERVAL_S": "3600",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         health = None
         deadline = time.monotonic() + 30
@@ -52,10 +53,16 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         assert health.status_code == 200 and health.json()["db"] == "ok" and health.json()["audit_ok"] is True
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
         assert metrics.status_code == 200
-        forged = httpx.post(f"http://127.0.0.1:{port}/slack/events", content=b"payload=%7B%7D",
-                            headers={"X-Slack-Request-Timestamp": str(int(time.time())),
-                                     "X-Slack-Signature": "v0=" + "0" * 64,
-                                     "Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+        forged = httpx.post(
+            f"http://127.0.0.1:{port}/slack/events",
+            content=b"payload=%7B%7D",
+            headers={
+                "X-Slack-Request-Timestamp": str(int(time.time())),
+                "X-Slack-Signature": "v0=" + "0" * 64,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            timeout=5,
+        )
         assert forged.status_code == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -195,10 +195,12 @@ async def dave_attacked_no_dm(sb: Sandbox):  # type: ignore[no-untyped-def]
     await sb.bot.poller.poll_once()
     t0 = sb.clock.now()
     for i in range(6):
-        sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i,
-                                     ip="185.220.101.4", country="RU"))
-    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, ip="185.220.101.4",
-                                 country="RU"))
+        sb.graph.add_sign_in(
+            sign_in(
+                upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i, ip="185.220.101.4", country="RU"
+            )
+        )
+    sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, ip="185.220.101.4", country="RU"))
     sb.clock.advance(timedelta(minutes=7))
     await sb.bot.poller.poll_once()
     await sb.bot.dispatcher.drain()

@@ -40,8 +40,14 @@ async def test_user_denies_soc_contains(sandbox: Sandbox) -> None:
     await eventually(lambda: "`contained`" in str(sandbox.soc_cards()[-1]["blocks"]), what="the final card update")
     soc = sandbox.soc_cards()[-1]
     assert "<@U0BOB>" in str(soc["blocks"])  # who did what, on the card
-    thread = [m for m in sandbox.slack.messages("C0SOC") if m.get("thread_ts") == soc["ts"]]
-    assert any("Containment finished" in m["text"] for m in thread)
+    await eventually(  # thread replies are paced per channel: they follow the card update
+        lambda: any(
+            "Containment finished" in m["text"]
+            for m in sandbox.slack.messages("C0SOC")
+            if m.get("thread_ts") == soc["ts"]
+        ),
+        what="the thread note",
+    )
 
 
 async def test_user_silent_soc_dismisses(sandbox: Sandbox) -> None:

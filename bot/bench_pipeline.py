@@ -1,0 +1,268 @@
+"""`mailwarden bench pipeline`: the detection pipeline's throughput against the JSON parse floor.
+
+    mailwarden bench pipeline [--events N] [--json]
+
+Generates N Graph `signIns` records (v1.0 shape with eight conditional-access policy entries, about
+2.5 KB each, as reference/performance.md §1.8 calibrates), in pages of 1,000 as Graph returns them,
+one page at a time (nothing accumulates: G9 is about streaming). For every page it times, on the
+same bytes:
+
+- `orjson.loads` alone (the parse floor), and
+- the full pipeline: parse, normalize, keep the raw record (batched insert), detect with every
+  detector, score, correlate into cases and write them, profiles and the tenant's cross-user state
+  to SQLite (WAL), one transaction per page, as the poller does.
+
+It prints events/s for both, their ratio (G1: >= 0.30, stretch 0.5) and peak RSS (G9: <= 256 MB
+for a 1,000,000-event run). `--json` prints `{"parse_eps", "pipeline_eps", "ratio", "peak_rss_mb"}`.
+Generation is not timed. Users are N/100 (about three sign-ins each per day over a month), with
+habits (home network, laptop, phone), typos and a little travel, so detection does its real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psutil  # type: ignore[import-untyped]
+
+from bot.cases.machine import Timeouts
+from bot.cases.service import CaseService
+from bot.clock import SimClock
+from bot.detect import Params
+from bot.model import Event
+from bot.replay import quiet_logs
+from bot.sources.normalize_entra import canonical_bytes, normalize_signin
+from bot.store import db, repo
+
+PAGE = 1000
+START = datetime(2026, 1, 5, tzinfo=UTC)
+SPAN = timedelta(days=30)
+# (country, city, lat, lon, UTC offset in January): each user signs in during their own working day
+COUNTRIES = (
+    ("US", "New York", 40.71, -74.01, -5),
+    ("GB", "London", 51.51, -0.13, 0),
+    ("DE", "Berlin", 52.52, 13.40, 1),
+)
+TRAVEL = (("FR", "Paris", 48.86, 2.35), ("ES", "Madrid", 40.42, -3.70), ("JP", "Tokyo", 35.68, 139.69))
+UAS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+)
+
+
+def _policies(rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{rng.getrandbits(32):08x}-1f2e-4d3c-8b7a-{i:012d}",
+            "displayName": f"CA{i:02d}: require MFA",
+            "enforcedGrantControls": ["Mfa"] if i % 2 else ["RequireCompliantDevice"],
+            "result": ("success", "notApplied", "notEnabled")[i % 3],
+        }
+        for i in range(8)
+    ]
+
+
+class Generator:
+    """Deterministic sign-in pages: page k is the same bytes on every run with the same seed."""
+
+    def __init__(self, events: int, seed: int = 7) -> None:
+        self.events = events
+        self.users = max(50, events // 100)
+        self.seed = seed
+        rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
+        self.people = [
+            (
+                f"user{i:06d}@contoso.example",
+                f"{rng.getrandbits(128):032x}",
+                COUNTRIES[i % len(COUNTRIES)],
+                f"198.{(i >> 8) % 250}.{i % 250}.{1 + i % 200}",
+                7922 + i % 5,
+                f"{rng.getrandbits(128):032x}",
+                rng.choice(UAS),
+            )
+            for i in range(self.users)
+        ]
+
+    def pages(self) -> int:
+        return (self.events + PAGE - 1) // PAGE
+
+    def page(self, k: int) -> bytes:
+        rng = random.Random(self.seed * 1_000_003 + k)  # noqa: S311 - synthetic data
+        n = min(PAGE, self.events - k * PAGE)
+        records = []
+        per_day = max(1, round(self.events / SPAN.days))
+        for j in range(n):
+            seq = k * PAGE + j
+            # working hours only: 06:00-24:00 UTC is someone's 07:00-19:00 in one of the three cities
+            day, nth = divmod(seq, per_day)
+            at = START + timedelta(days=day, hours=6 + 18 * nth / per_day)
+            city_now = [c for c in range(len(COUNTRIES)) if 7 <= (at.hour + COUNTRIES[c][4]) % 24 < 19]
+            who = rng.randrange(self.users // len(COUNTRIES)) * len(COUNTRIES) + rng.choice(city_now)
+            upn, uid, (country, city, lat, lon, _), ip, asn, device_id, ua = self.people[who]
+            ok = rng.random() > 0.03
+            if rng.random() < 0.002:  # a trip
+                country, city, lat, lon = rng.choice(TRAVEL)
+                ip, asn = f"203.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", 3215
+            records.append(
+                {
+                    "id": f"{seq:08d}-{rng.getrandbits(32):08x}-4c1d-9e2f-{rng.getrandbits(48):012x}",
+                    "createdDateTime": f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond:06d}0Z",
+                    "userDisplayName": upn.split("@")[0].title(),
+                    "userPrincipalName": upn,
+                    "userId": uid,
+                    "appId": "00000002-0000-0ff1-ce00-000000000000",
+                    "appDisplayName": "Office 365 Exchange Online",
+                    "ipAddress": ip,
+                    "clientAppUsed": "Browser",
+                    "correlationId": f"{rng.getrandbits(128):032x}",
+                    "conditionalAccessStatus": "success",
+                    "isInteractive": True,
+                    "riskDetail": "none",
+                    "riskLevelAggregated": "none",
+                    "riskLevelDuringSignIn": "none",
+                    "riskState": "none",
+                    "riskEventTypes": [],
+                    "riskEventTypes_v2": [],
+                    "resourceDisplayName": "Office 365 Exchange Online",
+                    "resourceId": "00000002-0000-0ff1-ce00-000000000000",
+                    "userAgent": ua,
+                    "status": {
+                        "errorCode": 0 if ok else 50126,
+                        "failureReason": None if ok else "Invalid username or password.",
+                        "additionalDetails": None,
+                    },
+                    "deviceDetail": {
+                        "deviceId": device_id,
+                        "displayName": "LAPTOP-" + device_id[:6].upper(),
+                        "operatingSystem": "Windows 10",
+                        "browser": "Chrome 131.0.0",
+                        "isCompliant": True,
+                        "isManaged": True,
+                        "trustType": "Azure AD joined",
+                    },
+                    "location": {
+                        "city": city,
+                        "state": None,
+                        "countryOrRegion": country,
+                        "geoCoordinates": {"altitude": None, "latitude": lat, "longitude": lon},
+                    },
+                    "appliedConditionalAccessPolicies": _policies(rng),
+                    "autonomousSystemNumber": asn,
+                }
+            )
+        return orjson.dumps({"value": records})
+
+
+def _raw_row(e: Event, payload: bytes, now: datetime) -> dict[str, Any]:
+    return {
+        "source": e.source,
+        "tenant": e.tenant,
+        "event_id": e.event_id,
+        "occurred_at": e.occurred_at,
+        "user_principal": e.user_principal,
+        "status": "accepted",
+        "reason": None,
+        "payload": payload.decode(),
+        "stored_at": now,
+    }
+
+
+async def bench(events: int, db_path: str | None = None, progress: bool = False) -> dict[str, Any]:
+    gen = Generator(events)
+    proc = psutil.Process()
+    peak = proc.memory_info().rss
+    parse_s = pipeline_s = 0.0
+    total_bytes = cases = 0
+    with tempfile.TemporaryDirectory(prefix="mailwarden-bench-") as tmp:
+        engine = db.make_engine(db_path or f"{tmp}/bench.db")
+        await db.migrate(engine)
+        clock = SimClock(START)
+        service = CaseService(
+            engine,
+            clock,
+            Params(enabled=None),
+            Timeouts(user_answer=timedelta(minutes=15), soc_decision=timedelta(minutes=30)),
+            timedelta(hours=24),
+            profile_cache_size=50_000,
+        )
+        try:
+            for k in range(gen.pages()):
+                data = gen.page(k)
+                total_bytes += len(data)
+                t0 = time.perf_counter()
+                orjson.loads(data)
+                t1 = time.perf_counter()
+                parse_s += t1 - t0
+                # --- the pipeline, from the same bytes -----------------------------------------------
+                t0 = time.perf_counter()
+                page = orjson.loads(data)["value"]
+                good: list[Event] = []
+                rows: list[dict[str, Any]] = []
+                now = clock.now()
+                for record in page:
+                    e = normalize_signin(record, "bench")
+                    if isinstance(e, Event):
+                        good.append(e)
+                        rows.append(_raw_row(e, canonical_bytes(record), now))
+                async with engine.begin() as conn:
+                    fresh = await repo.store_raw_batch(conn, rows)
+                    result = await service.ingest(conn, [e for e in good if (e.source, e.event_id) in fresh])
+                cases += result.cases_opened
+                clock.set(max(clock.now(), good[-1].occurred_at) if good else clock.now())
+                pipeline_s += time.perf_counter() - t0
+                del page, good, rows, data
+                peak = max(peak, proc.memory_info().rss)
+                if progress and k % 50 == 0:
+                    print(f"  page {k}/{gen.pages()}", file=sys.stderr)
+        finally:
+            await engine.dispose()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB, the true high-water mark
+    peak_mb = max(peak / 2**20, peak_kb / 1024)
+    parse_eps = events / parse_s if parse_s else 0.0
+    pipeline_eps = events / pipeline_s if pipeline_s else 0.0
+    return {
+        "events": events,
+        "users": gen.users,
+        "bytes_per_event": round(total_bytes / events) if events else 0,
+        "cases_opened": cases,
+        "parse_eps": round(parse_eps),
+        "pipeline_eps": round(pipeline_eps),
+        "ratio": round(pipeline_eps / parse_eps, 3) if parse_eps else 0.0,
+        "peak_rss_mb": round(peak_mb, 1),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", type=int, default=200_000, help="sign-in records to generate (default 200,000)")
+    p.add_argument("--db", help="keep the SQLite database at this path (default: a temporary file)")
+    p.add_argument("--progress", action="store_true", help="print progress to stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    with quiet_logs():  # findings and cases are the output here, not log lines
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = asyncio.run(bench(args.events, args.db, args.progress))
+    if args.json:
+        print(orjson.dumps({k: report[k] for k in ("parse_eps", "pipeline_eps", "ratio", "peak_rss_mb")}).decode())
+        return 0
+    print(
+        f"{report['events']:,} sign-in records ({report['bytes_per_event']:,} B each, {report['users']:,} users), "
+        f"{report['cases_opened']:,} cases opened"
+    )
+    print(f"orjson.loads        {report['parse_eps']:>10,} events/s")
+    print(f"full pipeline       {report['pipeline_eps']:>10,} events/s")
+    print(f"ratio               {report['ratio']:>10.3f}   (G1: >= 0.30, stretch 0.5)")
+    print(f"peak RSS            {report['peak_rss_mb']:>10.1f} MB (G9: <= 256 MB at 1,000,000 events)")
+    return 0

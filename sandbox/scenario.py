@@ -1,0 +1,1123 @@
+"""`mailwarden scenario`: a labelled synthetic tenant, in the providers' own wire formats.
+
+    mailwarden scenario --users N --days D --seed S --out DIR
+
+Two organisations share the run: one on Microsoft 365 (Entra ID sign-ins, Identity Protection risk
+detections, Office 365 Management Activity records) and one on Google Workspace (Reports API login,
+token and admin activities, Alert Center alerts). Ordinary life happens in each user's own time
+zone: a laptop in the morning, a phone during the day, the office some days and home others, a
+typo now and then (one or two failed passwords before the right one), an occasional late evening,
+weekends mostly quiet, a few trips (abroad and at home, on the hotel's Wi-Fi), new phones, mail read
+by Outlook, apps authorised without mail scopes, the odd legitimate mailbox delegation.
+
+Attacks of every detector category are mixed in after the first week (the baseline an install has
+from its initial look-back), each on its own victim, and written to `labels.json` with the ids of
+the events they produced. Nothing here knows the detectors' thresholds beyond what the public
+rules describe; `mailwarden eval DIR` measures the detectors against it.
+
+Files: entra_signins.ndjson, entra_risk.json ({"value": [...]}), o365_audit.json (a content blob:
+a JSON array), gws_login.ndjson, gws_token.ndjson, gws_admin.ndjson, gws_alerts.json
+({"alerts": [...]}), labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from bot.model import Event
+from bot.sources.normalize import normalize
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+MS_DOMAIN = "contoso.example"
+GWS_DOMAIN = "fabrikam.example"
+WARMUP_DAYS = 8  # attacks start after the first week: the history an install reads at start-up
+
+# (country, city, lat, lon, tz, home ISP ASNs, mobile carrier ASN)
+City = tuple[str, str, float, float, str, tuple[int, ...], int]
+MS_CITIES: tuple[City, ...] = (
+    ("US", "New York", 40.71, -74.01, "America/New_York", (7922, 701), 21928),
+    ("US", "Chicago", 41.88, -87.63, "America/Chicago", (7922, 7018), 21928),
+    ("US", "San Francisco", 37.77, -122.42, "America/Los_Angeles", (7922, 7018), 21928),
+    ("GB", "London", 51.51, -0.13, "Europe/London", (2856, 5089), 12576),
+    ("CA", "Toronto", 43.65, -79.38, "America/Toronto", (577, 812), 812),
+    ("IN", "Bangalore", 12.97, 77.59, "Asia/Kolkata", (24560, 9829), 45609),
+)
+GWS_CITIES: tuple[City, ...] = (
+    ("DE", "Berlin", 52.52, 13.40, "Europe/Berlin", (3320, 6805), 3209),
+    ("FR", "Paris", 48.86, 2.35, "Europe/Paris", (3215, 12322), 51207),
+    ("NL", "Amsterdam", 52.37, 4.90, "Europe/Amsterdam", (1136, 33915), 20857),
+    ("BR", "Sao Paulo", -23.55, -46.63, "America/Sao_Paulo", (28573, 18881), 26599),
+    ("AU", "Sydney", -33.87, 151.21, "Australia/Sydney", (1221, 4804), 4804),
+    ("JP", "Tokyo", 35.68, 139.69, "Asia/Tokyo", (2516, 4713), 9605),
+)
+TRIP_CITIES = (
+    MS_CITIES
+    + GWS_CITIES
+    + (
+        ("ES", "Madrid", 40.42, -3.70, "Europe/Madrid", (3352,), 12479),
+        ("SG", "Singapore", 1.35, 103.82, "Asia/Singapore", (7473,), 4773),
+        ("MX", "Mexico City", 19.43, -99.13, "America/Mexico_City", (8151,), 28403),
+    )
+)
+# Where attackers sit: countries none of the employees live in.
+ATTACKERS: tuple[tuple[str, str, float, float, int], ...] = (
+    ("RU", "Moscow", 55.75, 37.62, 12389),
+    ("NG", "Lagos", 6.52, 3.38, 29465),
+    ("CN", "Shenzhen", 22.54, 114.06, 4134),
+    ("VN", "Hanoi", 21.03, 105.85, 7552),
+    ("RO", "Bucharest", 44.43, 26.10, 8708),
+    ("ID", "Jakarta", -6.21, 106.85, 7713),
+    ("TR", "Istanbul", 41.01, 28.98, 9121),
+)
+HOSTING = (
+    (16509, "Frankfurt", 50.11, 8.68, "DE"),
+    (14061, "Amsterdam", 52.37, 4.90, "NL"),
+    (24940, "Nuremberg", 49.45, 11.08, "DE"),
+)
+RESIDENTIAL_PROXY_ASNS = (20001, 22773, 10796, 11427, 5650)
+
+OUTLOOK_APP = "d3590ed6-52b3-4102-aeff-aad2292ab01c"
+GRAPH_APP = "00000003-0000-0000-c000-000000000000"
+EXCHANGE_APP = "00000002-0000-0ff1-ce00-000000000000"
+CHROMIUM = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+LAPTOPS = (
+    (
+        "Windows 10",
+        "Edge 131.0.0",
+        CHROMIUM + " Edg/131.0.0.0",
+    ),
+    (
+        "Windows 11",
+        "Chrome 131.0.0",
+        CHROMIUM,
+    ),
+    (
+        "MacOs",
+        "Chrome 131.0.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36",
+    ),
+)
+PHONES = (
+    (
+        "Ios 18.1",
+        "Mobile Safari",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    ),
+    (
+        "Android 14",
+        "Chrome Mobile 131",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36",
+    ),
+)
+ATTACKER_DEVICES = (
+    ("Linux", "Firefox 128.0", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+    ("Windows 10", "Firefox 115.0", "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:115.0) Gecko/20100101 Firefox/115.0"),
+    (
+        "MacOs",
+        "Safari 17.4",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.4 Safari/605.1.15",
+    ),
+)
+CATEGORIES = (
+    "new_country",
+    "new_asn",
+    "impossible_travel",
+    "risky_ip",
+    "failed_then_success",
+    "password_spray",
+    "scripted_client",
+    "legacy_protocol",
+    "new_device",
+    "off_hours",
+    "mail_bulk_access",
+    "audit_throttled",
+    "mailbox_export",
+    "oauth_mail_consent",
+    "mailbox_delegation",
+    "impersonation_role",
+    "mail_forwarding",
+    "provider_risk",
+)
+
+
+@dataclass(frozen=True)
+class Device:
+    os: str
+    browser: str
+    ua: str
+    device_id: str | None
+
+
+@dataclass
+class Person:
+    upn: str
+    uid: str
+    name: str
+    provider: str  # "ms" | "gws"
+    city: City
+    home_ip: str
+    home_asn: int
+    laptop: Device
+    phone: Device
+    evenings: bool
+    admin: bool
+    trips: list[tuple[int, int, City]] = field(default_factory=list)  # (first day, last day, where)
+    new_phone_day: int | None = None
+    new_phone: Device | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.city[4])
+
+
+def _ip(rng: random.Random, asn: int) -> str:
+    """An address that belongs to `asn` in this synthetic world (stable prefix per ASN)."""
+    a = 11 + asn % 180
+    if a in (100, 127, 169, 172, 192):
+        a += 1
+    return f"{a}.{(asn // 180) % 250}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}"
+
+
+def _graph_time(at: datetime) -> str:
+    return f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond:06d}0Z"
+
+
+class Scenario:
+    def __init__(self, users: int, days: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.users_n = users
+        self.days = days
+        self.seed = seed
+        self.files: dict[str, list[Any]] = {
+            "entra_signins.ndjson": [],
+            "entra_risk.json": [],
+            "o365_audit.json": [],
+            "gws_login.ndjson": [],
+            "gws_token.ndjson": [],
+            "gws_admin.ndjson": [],
+            "gws_alerts.json": [],
+        }
+        self.labels: list[dict[str, Any]] = []
+        self._capture: list[tuple[str, Any]] | None = None
+        self.people: list[Person] = []
+        self.offices: dict[tuple[str, str], str] = {}
+
+    # --- ids and emission ------------------------------------------------------------------------
+    def uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def emit(self, file: str, record: dict[str, Any]) -> dict[str, Any]:
+        self.files[file].append(record)
+        if self._capture is not None:
+            self._capture.append((file, record))
+        return record
+
+    @contextmanager
+    def attack(self, category: str, victims: list[Person], what: str) -> Iterator[None]:
+        self._capture = []
+        try:
+            yield
+        finally:
+            captured, self._capture = self._capture, None
+        kinds = {
+            "entra_signins.ndjson": "entra-signin",
+            "entra_risk.json": "entra-risk",
+            "o365_audit.json": "o365-audit",
+            "gws_alerts.json": "gws-alert",
+        }
+        ids = [
+            e.event_id
+            for file, rec in captured
+            for e in normalize(kinds.get(file, "gws-activity"), rec, "replay")
+            if isinstance(e, Event)
+        ]
+        self.labels.append(
+            {
+                "id": f"A{len(self.labels) + 1:04d}",
+                "category": category,
+                "users": sorted({v.upn for v in victims}),
+                "what": what,
+                "events": ids,
+            }
+        )
+
+    # --- people ---------------------------------------------------------------------------------------
+    def make_people(self) -> None:
+        rng = self.rng
+        n_ms = round(self.users_n * 0.65)
+        for i in range(self.users_n):
+            ms = i < n_ms
+            city = rng.choice(MS_CITIES if ms else GWS_CITIES)
+            home_asn = rng.choice(city[5])
+            laptop = rng.choice(LAPTOPS)
+            phone = rng.choice(PHONES)
+            # Company laptops are registered in Entra (a deviceId); 70 % of phones are enrolled too.
+            p = Person(
+                upn=f"user{i:04d}@{MS_DOMAIN if ms else GWS_DOMAIN}",
+                uid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                name=f"User {i:04d}",
+                provider="ms" if ms else "gws",
+                city=city,
+                home_ip=_ip(rng, home_asn),
+                home_asn=home_asn,
+                laptop=Device(*laptop, self.uuid() if ms and rng.random() < 0.95 else None),
+                phone=Device(*phone, self.uuid() if ms and rng.random() < 0.7 else None),
+                evenings=rng.random() < 0.15,
+                admin=ms and rng.random() < 0.02,
+            )
+            if rng.random() < 0.012 * self.days / 30:  # about one employee in 80 travels in a month
+                first = rng.randrange(0, max(1, self.days - 2))
+                abroad = rng.random() < 0.7
+                options = [c for c in TRIP_CITIES if (c[0] != city[0]) == abroad and c[1] != city[1]]
+                options = options or [c for c in TRIP_CITIES if c[0] != city[0]]
+                p.trips.append((first, first + rng.randrange(1, 5), rng.choice(options)))
+            if rng.random() < 0.006 * self.days / 30:
+                p.new_phone_day = rng.randrange(1, self.days)
+                p.new_phone = Device(*rng.choice(PHONES), self.uuid() if ms else None)
+            self.people.append(p)
+
+    def office_ip(self, p: Person) -> str:
+        key = (p.provider, p.city[1])
+        if key not in self.offices:
+            self.offices[key] = _ip(self.rng, p.city[5][0])
+        return self.offices[key]
+
+    # --- record builders ------------------------------------------------------------------------------
+    def ms_signin(
+        self,
+        p: Person,
+        at: datetime,
+        *,
+        ip: str,
+        asn: int,
+        where: tuple[str, str, float, float],
+        device: Device,
+        code: int = 0,
+        client: str = "Browser",
+        app: str = "Office 365 Exchange Online",
+        risk: tuple[str, ...] = (),
+        protocol: str | None = None,
+        ua: str | None = None,
+    ) -> dict[str, Any]:
+        country, city, lat, lon = where
+        jitter = self.rng.uniform(-0.05, 0.05)
+        record: dict[str, Any] = {
+            "id": self.uuid(),
+            "createdDateTime": _graph_time(at),
+            "userDisplayName": p.name,
+            "userPrincipalName": p.upn,
+            "userId": p.uid,
+            "appId": EXCHANGE_APP,
+            "appDisplayName": app,
+            "ipAddress": ip,
+            "clientAppUsed": client,
+            "correlationId": self.uuid(),
+            "conditionalAccessStatus": "success" if code == 0 else "notApplied",
+            "isInteractive": True,
+            "riskDetail": "none",
+            "riskLevelAggregated": "none",
+            "riskLevelDuringSignIn": "medium" if risk else "none",
+            "riskState": "atRisk" if risk else "none",
+            "riskEventTypes_v2": list(risk),
+            "resourceDisplayName": "Office 365 Exchange Online",
+            "resourceId": EXCHANGE_APP,
+            "userAgent": ua if ua is not None else device.ua,
+            "autonomousSystemNumber": asn,
+            "authenticationProtocol": protocol or "none",
+            "status": {
+                "errorCode": code,
+                "failureReason": None if code == 0 else "Invalid username or password.",
+                "additionalDetails": None,
+            },
+            "deviceDetail": {
+                "deviceId": device.device_id or "",
+                "displayName": None,
+                "operatingSystem": device.os,
+                "browser": device.browser,
+                "isCompliant": bool(device.device_id),
+                "isManaged": bool(device.device_id),
+                "trustType": "Azure AD joined" if device.device_id else None,
+            },
+            "location": {
+                "city": city,
+                "state": None,
+                "countryOrRegion": country,
+                "geoCoordinates": {"altitude": None, "latitude": lat + jitter, "longitude": lon + jitter},
+            },
+            "appliedConditionalAccessPolicies": [],
+        }
+        return self.emit("entra_signins.ndjson", record)
+
+    def gws(
+        self,
+        file: str,
+        p: Person,
+        at: datetime,
+        app: str,
+        etype: str,
+        name: str,
+        params: list[dict[str, Any]],
+        *,
+        ip: str | None = None,
+        asn: int | None = None,
+        region: str | None = None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "kind": "admin#reports#activity",
+            "id": {
+                "time": f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z",
+                "uniqueQualifier": str(self.rng.getrandbits(62) - 2**61),
+                "applicationName": app,
+                "customerId": "C03fabrik",
+            },
+            "actor": {"callerType": "USER", "email": p.upn, "profileId": str(10**12 + self.rng.getrandbits(30))},
+            "events": [{"type": etype, "name": name, "parameters": params}],
+        }
+        if ip:
+            record["ipAddress"] = ip
+        if asn is not None or region:
+            record["networkInfo"] = {
+                **({"ipAsn": [asn]} if asn is not None else {}),
+                **({"regionCode": region} if region else {}),
+            }
+        return self.emit(file, record)
+
+    def gws_login(
+        self,
+        p: Person,
+        at: datetime,
+        *,
+        ip: str,
+        asn: int,
+        region: str,
+        ok: bool = True,
+        extra: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        params: list[dict[str, Any]] = [
+            {"name": "login_type", "value": "google_password"},
+            {"name": "is_suspicious", "boolValue": False},
+            *(extra or []),
+        ]
+        if not ok:
+            params.append({"name": "login_failure_type", "value": "login_failure_invalid_password"})
+        return self.gws(
+            "gws_login.ndjson",
+            p,
+            at,
+            "login",
+            "login",
+            "login_success" if ok else "login_failure",
+            params,
+            ip=ip,
+            asn=asn,
+            region=region,
+        )
+
+    def o365(self, p: Person, at: datetime, operation: str, **fields: Any) -> dict[str, Any]:
+        exchange = fields.pop("workload", "Exchange")
+        record: dict[str, Any] = {
+            "CreationTime": f"{at:%Y-%m-%dT%H:%M:%S}",
+            "Id": self.uuid(),
+            "Operation": operation,
+            "OrganizationId": "contoso-org",
+            "RecordType": fields.pop("record_type", 1),
+            "ResultStatus": fields.pop("result", "True"),
+            "UserKey": p.uid,
+            "UserType": fields.pop("user_type", 2 if p.admin else 0),
+            "Version": 1,
+            "Workload": exchange,
+            "UserId": p.upn,
+            "ObjectId": fields.pop("object_id", p.upn),
+            "OrganizationName": "contoso.onmicrosoft.com",
+        }
+        record.update(fields)
+        return self.emit("o365_audit.json", record)
+
+    def mail_read(
+        self,
+        p: Person,
+        at: datetime,
+        *,
+        ip: str,
+        count: int,
+        access: str = "Bind",
+        app: str = OUTLOOK_APP,
+        client: str = "Client=MSExchangeRPC",
+        throttled: bool = False,
+        mailbox: Person | None = None,
+        client_app_id: str | None = None,
+    ) -> dict[str, Any]:
+        owner = mailbox or p
+        return self.o365(
+            p,
+            at,
+            "MailItemsAccessed",
+            record_type=50,
+            result="Succeeded",
+            user_type=0,
+            object_id=owner.upn,
+            ClientIPAddress=ip,
+            ClientInfoString=client,
+            AppId=app,
+            ClientAppId=client_app_id or app,
+            MailboxOwnerUPN=owner.upn,
+            LogonType=0,
+            OperationCount=count,
+            OperationProperties=[
+                {"Name": "MailAccessType", "Value": access},
+                {"Name": "IsThrottled", "Value": "True" if throttled else "False"},
+            ],
+        )
+
+    # --- ordinary life -------------------------------------------------------------------------------
+    def local(self, p: Person, day: int, hour: float, tz: ZoneInfo | None = None) -> datetime:
+        d: date = (START + timedelta(days=day)).date()
+        h = int(hour)
+        m = int((hour - h) * 60)
+        return datetime.combine(d, time(h, m), tzinfo=tz or p.tz).astimezone(UTC)
+
+    def trip_on(self, p: Person, day: int) -> tuple[int, int, City] | None:
+        return next((t for t in p.trips if t[0] <= day <= t[1] + 1), None)
+
+    def ordinary(self) -> None:
+        rng = self.rng
+        for p in self.people:
+            carrier = p.city[6]
+            for day in range(self.days):
+                trip = self.trip_on(p, day)
+                local_day = (START + timedelta(days=day)).date()
+                weekday = local_day.weekday() < 5
+                phone = (
+                    p.new_phone if p.new_phone and p.new_phone_day is not None and day >= p.new_phone_day else p.phone
+                )
+                if trip is not None and day == trip[1] + 1:
+                    continue  # flying home
+                if trip is not None:
+                    self.travel_day(p, day, trip, phone)
+                    continue
+                if not weekday:
+                    if rng.random() < 0.3:
+                        self.sign_in(p, self.local(p, day, rng.uniform(10, 20)), phone, _ip(rng, carrier), carrier)
+                    continue
+                office = rng.random() < 0.5
+                net_ip, net_asn = (self.office_ip(p), p.city[5][0]) if office else (p.home_ip, p.home_asn)
+                self.sign_in(p, self.local(p, day, rng.uniform(7.5, 9.5)), p.laptop, net_ip, net_asn, typo=True)
+                for _ in range(rng.choice((0, 1, 1, 2))):
+                    self.sign_in(p, self.local(p, day, rng.uniform(10, 18)), phone, _ip(rng, carrier), carrier)
+                if rng.random() < 0.4:
+                    self.sign_in(p, self.local(p, day, rng.uniform(12.5, 17.5)), p.laptop, net_ip, net_asn)
+                if p.evenings and rng.random() < 0.3:
+                    self.sign_in(p, self.local(p, day, rng.uniform(20, 22.5)), p.laptop, p.home_ip, p.home_asn)
+                if p.provider == "ms":
+                    for _ in range(rng.choice((1, 1, 2))):
+                        self.mail_read(
+                            p,
+                            self.local(p, day, rng.uniform(8, 18)),
+                            ip=net_ip,
+                            count=rng.randint(1, 40),
+                            access=rng.choice(("Bind", "Sync")),
+                        )
+                elif rng.random() < 0.01:
+                    self.gws(
+                        "gws_token.ndjson",
+                        p,
+                        self.local(p, day, rng.uniform(9, 17)),
+                        "token",
+                        "auth",
+                        "authorize",
+                        [
+                            {"name": "client_id", "value": f"{rng.randrange(10**9)}-cal.apps.googleusercontent.com"},
+                            {"name": "app_name", "value": rng.choice(("Calendly", "Zoom", "Miro"))},
+                            {"name": "scope", "multiValue": ["https://www.googleapis.com/auth/calendar", "openid"]},
+                        ],
+                        ip=net_ip,
+                    )
+            self.admin_work(p)
+
+    def sign_in(
+        self, p: Person, at: datetime, dev: Device, ip: str, asn: int, *, typo: bool = False, where: City | None = None
+    ) -> None:
+        c = where or p.city
+        rng = self.rng
+        failures = rng.choice((1, 1, 2)) if typo and rng.random() < 0.06 else 0
+        for i in range(failures):
+            t = at - timedelta(seconds=40 * (failures - i))
+            if p.provider == "ms":
+                self.ms_signin(p, t, ip=ip, asn=asn, where=c[:4], device=dev, code=50126)
+            else:
+                self.gws_login(p, t, ip=ip, asn=asn, region=c[0], ok=False)
+        if p.provider == "ms":
+            phone = dev.os.startswith(("Ios", "Android"))
+            self.ms_signin(
+                p,
+                at,
+                ip=ip,
+                asn=asn,
+                where=c[:4],
+                device=dev,
+                client="Mobile Apps and Desktop clients" if phone else "Browser",
+                app="Microsoft Outlook" if phone else "Office 365 Exchange Online",
+            )
+        else:
+            self.gws_login(p, at, ip=ip, asn=asn, region=c[0])
+
+    def travel_day(self, p: Person, day: int, trip: tuple[int, int, City], phone: Device) -> None:
+        rng = self.rng
+        first, _, dest = trip
+        hotel_asn = dest[5][-1] + 1000
+        hotel_ip = _ip(random.Random(f"{p.upn}:{first}"), hotel_asn)
+        if day == first:
+            leave = self.local(p, day, rng.uniform(6.5, 8))
+            self.sign_in(p, leave, p.laptop, p.home_ip, p.home_asn)
+            from bot.detect.impossible_travel import distance_km
+
+            hours = distance_km(p.city[2], p.city[3], dest[2], dest[3]) / 750 + 3
+            arrive = leave + timedelta(hours=hours + rng.uniform(1, 3))
+            self.sign_in(p, arrive, rng.choice((p.laptop, phone)), hotel_ip, hotel_asn, where=dest)
+            return
+        tz = ZoneInfo(dest[4])
+        for hour in sorted(rng.uniform(8, 19) for _ in range(rng.choice((1, 2, 3)))):
+            self.sign_in(
+                p, self.local(p, day, hour, tz), rng.choice((p.laptop, phone)), hotel_ip, hotel_asn, where=dest
+            )
+
+    def admin_work(self, p: Person) -> None:
+        rng = self.rng
+        if not p.admin:
+            return
+        for _ in range(self.days // 30 + (rng.random() < (self.days % 30) / 30)):
+            day = rng.randrange(0, self.days)
+            at = self.local(p, day, rng.uniform(9, 17))
+            peers = [q for q in self.people if q.provider == "ms" and q is not p]
+            if not peers:
+                return
+            boss, assistant = rng.sample(peers, 2) if len(peers) > 1 else (peers[0], peers[0])
+            if rng.random() < 0.5:  # an assistant gets access to a manager's mailbox: legitimate, still asked
+                self.o365(
+                    p,
+                    at,
+                    "Add-MailboxPermission",
+                    object_id=boss.upn,
+                    ClientIP=self.office_ip(p),
+                    Parameters=[
+                        {"Name": "Identity", "Value": boss.upn},
+                        {"Name": "User", "Value": assistant.upn},
+                        {"Name": "AccessRights", "Value": "FullAccess"},
+                    ],
+                )
+            else:  # internal forwarding for a leaver: no finding
+                self.o365(
+                    p,
+                    at,
+                    "Set-Mailbox",
+                    object_id=boss.upn,
+                    ClientIP=self.office_ip(p),
+                    Parameters=[
+                        {"Name": "Identity", "Value": boss.upn},
+                        {"Name": "ForwardingSmtpAddress", "Value": f"smtp:{assistant.upn}"},
+                    ],
+                )
+
+    # --- attacks -------------------------------------------------------------------------------------------
+    def attacks(self) -> None:
+        rng = self.rng
+        per = max(2, self.users_n // 100)
+        ms = [p for p in self.people if p.provider == "ms"]
+        gws = [p for p in self.people if p.provider == "gws"]
+        used: set[str] = set()
+        last = max(WARMUP_DAYS + 1, self.days - 1)
+
+        def victim(pool: list[Person]) -> Person:
+            free = [p for p in pool if p.upn not in used and not p.trips] or pool
+            v = rng.choice(free)
+            used.add(v.upn)
+            return v
+
+        def when(v: Person, hours: tuple[float, float] = (9, 17)) -> datetime:
+            day = rng.randrange(WARMUP_DAYS + 1, last) if last > WARMUP_DAYS + 1 else WARMUP_DAYS
+            return self.local(v, day, rng.uniform(*hours))
+
+        makers: dict[str, Callable[[Person, datetime, int], None]] = {
+            "new_country": self.a_new_country,
+            "new_asn": self.a_new_asn,
+            "impossible_travel": self.a_impossible_travel,
+            "risky_ip": self.a_risky_ip,
+            "failed_then_success": self.a_failed_then_success,
+            "scripted_client": self.a_scripted,
+            "legacy_protocol": self.a_legacy,
+            "new_device": self.a_new_device,
+            "off_hours": self.a_off_hours,
+            "mail_bulk_access": self.a_bulk,
+            "audit_throttled": self.a_throttled,
+            "mailbox_export": self.a_export,
+            "oauth_mail_consent": self.a_consent,
+            "mailbox_delegation": self.a_delegation,
+            "impersonation_role": self.a_impersonation,
+            "mail_forwarding": self.a_forwarding,
+            "provider_risk": self.a_provider_risk,
+        }
+        # Google's login records carry no device or user agent: the device, script and legacy-client
+        # attacks (and an attacker in the user's own country on a new network) are Microsoft-only.
+        ms_only = {
+            "new_asn",
+            "scripted_client",
+            "legacy_protocol",
+            "new_device",
+            "off_hours",
+            "mail_bulk_access",
+            "audit_throttled",
+            "mailbox_delegation",
+        }
+        for category in CATEGORIES:
+            if category == "password_spray":
+                for _ in range(max(1, per // 2)):
+                    self.a_spray(ms if rng.random() < 0.6 else gws, when(ms[0]) if ms else when(gws[0]))
+                continue
+            for i in range(per):
+                pool = ms if category in ms_only or not gws or (ms and i % 3 != 2) else gws
+                v = victim(pool)
+                hours = (1.5, 4.0) if category in ("off_hours",) else (9, 17)
+                at = when(v, hours)
+                with self.attack(category, [v], category):
+                    makers[category](v, at, i)
+
+    def attacker(self, v: Person) -> tuple[str, str, float, float, int]:
+        return self.rng.choice([a for a in ATTACKERS if a[0] != v.city[0]])
+
+    def attacker_sign_in(
+        self,
+        v: Person,
+        at: datetime,
+        *,
+        where: tuple[str, str, float, float],
+        asn: int,
+        ip: str,
+        device: Device | None = None,
+        **kw: Any,
+    ) -> None:
+        dev = device or Device(*self.rng.choice(ATTACKER_DEVICES), None)
+        if v.provider == "ms":
+            self.ms_signin(v, at, ip=ip, asn=asn, where=where, device=dev, **kw)
+        else:
+            self.gws_login(v, at, ip=ip, asn=asn, region=where[0], ok=kw.get("code", 0) == 0)
+
+    def a_new_country(self, v: Person, at: datetime, i: int) -> None:
+        a = self.attacker(v)
+        ip = _ip(self.rng, a[4])
+        self.attacker_sign_in(v, at, where=a[:4], asn=a[4], ip=ip)
+        if v.provider == "ms":
+            self.mail_read(
+                v,
+                at + timedelta(minutes=3),
+                ip=ip,
+                count=self.rng.randint(5, 40),
+                client="Client=OWA;Action=ViaProxy",
+                app=EXCHANGE_APP,
+            )
+
+    def a_new_asn(self, v: Person, at: datetime, i: int) -> None:
+        asn = self.rng.choice(RESIDENTIAL_PROXY_ASNS)
+        self.attacker_sign_in(v, at, where=v.city[:4], asn=asn, ip=_ip(self.rng, asn))
+
+    def a_impossible_travel(self, v: Person, at: datetime, i: int) -> None:
+        # the victim's own sign-in at home is ordinary life, not part of the attack
+        self._capture_pause(
+            lambda: self.sign_in(v, at - timedelta(minutes=self.rng.randint(10, 40)), v.laptop, v.home_ip, v.home_asn)
+        )
+        a = self.attacker(v)
+        self.attacker_sign_in(v, at, where=a[:4], asn=a[4], ip=_ip(self.rng, a[4]))
+
+    def _capture_pause(self, f: Callable[[], None]) -> None:
+        saved, self._capture = self._capture, None
+        try:
+            f()
+        finally:
+            self._capture = saved
+
+    def a_risky_ip(self, v: Person, at: datetime, i: int) -> None:
+        asn, city, lat, lon, country = self.rng.choice(HOSTING)
+        where = (country, city, lat, lon)
+        ip = _ip(self.rng, asn)
+        if v.provider == "ms" and i % 2 == 0:  # an anonymising VPN Microsoft recognises
+            self.attacker_sign_in(v, at, where=v.city[:4], asn=v.home_asn + 7, ip=ip, risk=("anonymizedIPAddress",))
+        else:
+            self.attacker_sign_in(v, at, where=where if v.provider == "ms" else (v.city[0], *where[1:]), asn=asn, ip=ip)
+
+    def a_failed_then_success(self, v: Person, at: datetime, i: int) -> None:
+        a = self.attacker(v) if i % 2 == 0 else (*v.city[:4], self.rng.choice(RESIDENTIAL_PROXY_ASNS))
+        ip = _ip(self.rng, a[4])
+        n = self.rng.randint(6, 14)
+        for k in range(n):
+            self.attacker_sign_in(v, at - timedelta(seconds=45 * (n - k)), where=a[:4], asn=a[4], ip=ip, code=50126)
+        self.attacker_sign_in(v, at, where=a[:4], asn=a[4], ip=ip)
+
+    def a_spray(self, pool: list[Person], at: datetime) -> None:
+        rng = self.rng
+        a = rng.choice(ATTACKERS)
+        ip = _ip(rng, a[4])
+        targets = rng.sample(pool, min(len(pool), rng.randint(15, 40)))
+        with self.attack("password_spray", targets, f"spray from {ip}"):
+            for k, v in enumerate(targets):
+                self.attacker_sign_in(v, at + timedelta(seconds=20 * k), where=a[:4], asn=a[4], ip=ip, code=50126)
+            lucky = targets[rng.randrange(len(targets))]
+            self.attacker_sign_in(lucky, at + timedelta(seconds=20 * len(targets) + 60), where=a[:4], asn=a[4], ip=ip)
+
+    def a_scripted(self, v: Person, at: datetime, i: int) -> None:
+        ua = ("python-requests/2.31.0", "curl/8.5.0", "Go-http-client/2.0", "AADInternals", "roadtx/1.3")[i % 5]
+        asn = v.home_asn if i % 2 else self.rng.choice(RESIDENTIAL_PROXY_ASNS)
+        self.attacker_sign_in(
+            v, at, where=v.city[:4], asn=asn, ip=_ip(self.rng, asn), client="Mobile Apps and Desktop clients", ua=ua
+        )
+
+    def a_legacy(self, v: Person, at: datetime, i: int) -> None:
+        asn = self.rng.choice(RESIDENTIAL_PROXY_ASNS)
+        if i % 2 == 0:
+            self.attacker_sign_in(v, at, where=v.city[:4], asn=asn, ip=_ip(self.rng, asn), client="IMAP4", ua="")
+        else:
+            self.attacker_sign_in(
+                v,
+                at,
+                where=v.city[:4],
+                asn=asn,
+                ip=_ip(self.rng, asn),
+                client="Other clients",
+                ua="BAV2ROPC",
+                protocol="ropc",
+            )
+
+    def a_new_device(self, v: Person, at: datetime, i: int) -> None:
+        # someone with the password on their own machine, from the victim's own ISP (a neighbour behind
+        # the same carrier-grade NAT, a colleague at home): only the device, and the hour, are new
+        late = self.local(v, (at - START).days, self.rng.uniform(1.0, 4.5))
+        self.attacker_sign_in(v, late, where=v.city[:4], asn=v.home_asn, ip=_ip(self.rng, v.home_asn))
+
+    def a_off_hours(self, v: Person, at: datetime, i: int) -> None:
+        self.attacker_sign_in(v, at, where=v.city[:4], asn=v.home_asn, ip=_ip(self.rng, v.home_asn))
+
+    def a_bulk(self, v: Person, at: datetime, i: int) -> None:
+        ip = _ip(self.rng, HOSTING[0][0])
+        app = self.uuid()
+        if i % 2 == 0:  # one Graph app reading many mailboxes in a few minutes
+            peers = [q for q in self.people if q.provider == "ms" and q is not v]
+            for k, owner in enumerate([v, *self.rng.sample(peers, min(len(peers), 7))]):
+                self.mail_read(
+                    v,
+                    at + timedelta(seconds=50 * k),
+                    ip=ip,
+                    count=self.rng.randint(10, 60),
+                    app=GRAPH_APP,
+                    client=f"Client=REST;Client=RESTSystem;AppId={app}",
+                    mailbox=owner,
+                    client_app_id=app,
+                )
+        else:
+            self.mail_read(
+                v,
+                at,
+                ip=ip,
+                count=self.rng.randint(300, 900),
+                app=GRAPH_APP,
+                client=f"Client=REST;AppId={app}",
+                client_app_id=app,
+            )
+
+    def a_throttled(self, v: Person, at: datetime, i: int) -> None:
+        self.mail_read(
+            v,
+            at,
+            ip=_ip(self.rng, HOSTING[1][0]),
+            count=self.rng.randint(20, 80),
+            access="Sync",
+            client="Client=WebServices;ExchangeWebServices",
+            app=self.uuid(),
+            throttled=True,
+        )
+
+    def a_export(self, v: Person, at: datetime, i: int) -> None:
+        if v.provider == "ms":
+            target = self.rng.choice([q for q in self.people if q.provider == "ms"])
+            self.o365(
+                v,
+                at,
+                "New-MailboxExportRequest",
+                user_type=2,
+                ClientIP=_ip(self.rng, 9009),
+                Parameters=[
+                    {"Name": "Mailbox", "Value": target.upn},
+                    {"Name": "FilePath", "Value": "\\\\10.0.0.5\\pst\\export.pst"},
+                ],
+            )
+        else:
+            self.gws(
+                "gws_admin.ndjson",
+                v,
+                at,
+                "admin",
+                "CUSTOMER_TAKEOUT",
+                "CUSTOMER_TAKEOUT_CREATED",
+                [{"name": "OBFUSCATED_CUSTOMER_TAKEOUT_REQUEST_ID", "value": self.uuid()[:8]}],
+                ip=_ip(self.rng, 9009),
+            )
+
+    def a_consent(self, v: Person, at: datetime, i: int) -> None:
+        if v.provider == "ms":
+            app = self.rng.choice(("Mail Sync Pro", "PDF Converter Online", "Secure Docs Viewer"))
+            perms = (
+                f"[] => [[Id: {self.uuid()}, ClientId: {self.uuid()}, PrincipalId: {v.uid}, "
+                f"ResourceId: {self.uuid()}, ConsentType: Principal, "
+                "Scope: Mail.Read Mail.ReadWrite offline_access User.Read openid profile, CreatedDateTime: , "
+                "LastModifiedDateTime ]; ]"
+            )
+            self.o365(
+                v,
+                at,
+                "Consent to application.",
+                workload="AzureActiveDirectory",
+                record_type=8,
+                result="Success",
+                user_type=0,
+                object_id=self.uuid(),
+                ClientIP=v.home_ip,
+                ModifiedProperties=[
+                    {"Name": "ConsentContext.IsAdminConsent", "NewValue": "False", "OldValue": ""},
+                    {"Name": "ConsentAction.Permissions", "NewValue": perms, "OldValue": ""},
+                    {"Name": "TargetId.ServicePrincipalNames", "NewValue": app, "OldValue": ""},
+                ],
+                Target=[{"ID": app, "Type": 1}],
+            )
+        else:
+            self.gws(
+                "gws_token.ndjson",
+                v,
+                at,
+                "token",
+                "auth",
+                "authorize",
+                [
+                    {"name": "client_id", "value": f"{self.rng.randrange(10**9)}-x.apps.googleusercontent.com"},
+                    {"name": "app_name", "value": "Inbox Cleaner"},
+                    {"name": "scope", "multiValue": ["https://mail.google.com/", "openid"]},
+                ],
+                ip=v.home_ip,
+            )
+
+    def a_delegation(self, v: Person, at: datetime, i: int) -> None:
+        helper = f"svc-{self.uuid()[:6]}@{MS_DOMAIN}"
+        target = self.rng.choice([q for q in self.people if q.provider == "ms" and q is not v] or [v])
+        self.o365(
+            v,
+            at,
+            "Add-MailboxPermission",
+            user_type=2,
+            object_id=target.upn,
+            ClientIP=_ip(self.rng, 9009),
+            Parameters=[
+                {"Name": "Identity", "Value": target.upn},
+                {"Name": "User", "Value": helper},
+                {"Name": "AccessRights", "Value": "FullAccess"},
+            ],
+        )
+
+    def a_impersonation(self, v: Person, at: datetime, i: int) -> None:
+        if v.provider == "ms":
+            self.o365(
+                v,
+                at,
+                "New-ManagementRoleAssignment",
+                user_type=2,
+                ClientIP=_ip(self.rng, 9009),
+                Parameters=[
+                    {"Name": "Role", "Value": "ApplicationImpersonation"},
+                    {"Name": "User", "Value": f"svc-{self.uuid()[:6]}@{MS_DOMAIN}"},
+                ],
+            )
+        else:
+            self.gws(
+                "gws_admin.ndjson",
+                v,
+                at,
+                "admin",
+                "SECURITY_SETTINGS",
+                "AUTHORIZE_API_CLIENT_ACCESS",
+                [
+                    {"name": "API_CLIENT_NAME", "value": str(self.rng.randrange(10**10))},
+                    {"name": "API_SCOPES", "value": "https://mail.google.com/"},
+                ],
+                ip=_ip(self.rng, 9009),
+            )
+
+    def a_forwarding(self, v: Person, at: datetime, i: int) -> None:
+        drop = f"archive{self.rng.randrange(1000)}@mailbox-drop.example.net"
+        if v.provider == "ms":
+            self.o365(
+                v,
+                at,
+                "New-InboxRule",
+                ClientIP=_ip(self.rng, 9009),
+                Parameters=[
+                    {"Name": "Name", "Value": "."},
+                    {"Name": "ForwardTo", "Value": drop},
+                    {"Name": "DeleteMessage", "Value": "True"},
+                    {"Name": "StopProcessingRules", "Value": "True"},
+                ],
+            )
+        else:
+            self.gws(
+                "gws_login.ndjson",
+                v,
+                at,
+                "login",
+                "email_forwarding_change",
+                "email_forwarding_out_of_domain",
+                [{"name": "email_forwarding_destination_address", "value": drop}],
+                ip=_ip(self.rng, 9009),
+            )
+
+    def a_provider_risk(self, v: Person, at: datetime, i: int) -> None:
+        if v.provider == "ms":
+            a = self.attacker(v)
+            self.emit(
+                "entra_risk.json",
+                {
+                    "id": self.uuid(),
+                    "requestId": self.uuid(),
+                    "correlationId": self.uuid(),
+                    "riskEventType": "leakedCredentials",
+                    "riskState": "atRisk",
+                    "riskLevel": "high",
+                    "riskDetail": "none",
+                    "source": "IdentityProtection",
+                    "detectionTimingType": "offline",
+                    "activity": "user",
+                    "tokenIssuerType": "AzureAD",
+                    "ipAddress": None,
+                    "location": None,
+                    "activityDateTime": _graph_time(at),
+                    "detectedDateTime": _graph_time(at),
+                    "lastUpdatedDateTime": _graph_time(at),
+                    "userId": v.uid,
+                    "userDisplayName": v.name,
+                    "userPrincipalName": v.upn,
+                    "additionalInfo": "[]",
+                    **({"ipAddress": _ip(self.rng, a[4])} if i % 2 else {}),
+                },
+            )
+        elif i % 2 == 0:
+            self.emit(
+                "gws_alerts.json",
+                {
+                    "alertId": self.uuid(),
+                    "customerId": "C03fabrik",
+                    "createTime": _graph_time(at),
+                    "startTime": _graph_time(at),
+                    "endTime": _graph_time(at),
+                    "updateTime": _graph_time(at),
+                    "type": "Leaked password",
+                    "source": "Google identity",
+                    "data": {
+                        "@type": "type.googleapis.com/google.apps.alertcenter.type.AccountWarning",
+                        "email": v.upn,
+                    },
+                    "metadata": {"severity": "HIGH", "status": "NOT_STARTED"},
+                    "deleted": False,
+                },
+            )
+        else:
+            a = self.attacker(v)
+            self.gws(
+                "gws_login.ndjson",
+                v,
+                at,
+                "login",
+                "account_warning",
+                "suspicious_login",
+                [
+                    {"name": "affected_email_address", "value": v.upn},
+                    {"name": "login_timestamp", "intValue": str(int(at.timestamp() * 1_000_000))},
+                ],
+                ip=_ip(self.rng, a[4]),
+            )
+
+    # --- output ----------------------------------------------------------------------------------------------
+    def build(self) -> Scenario:
+        self.make_people()
+        self.ordinary()
+        self.attacks()
+        return self
+
+    def write(self, out: Path) -> dict[str, int]:
+        out.mkdir(parents=True, exist_ok=True)
+        counts: dict[str, int] = {}
+        for name, records in self.files.items():
+            records.sort(key=_when)
+            counts[name] = len(records)
+            path = out / name
+            if name.endswith(".ndjson"):
+                path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+            elif name == "entra_risk.json":
+                path.write_bytes(orjson.dumps({"value": records}))
+            elif name == "gws_alerts.json":
+                path.write_bytes(orjson.dumps({"alerts": records}))
+            else:
+                path.write_bytes(orjson.dumps(records))
+        labels = {
+            "users": self.users_n,
+            "days": self.days,
+            "seed": self.seed,
+            "start": START.isoformat(),
+            "ordinary_users": [p.upn for p in self.people],
+            "attacks": self.labels,
+        }
+        (out / "labels.json").write_bytes(orjson.dumps(labels, option=orjson.OPT_INDENT_2))
+        return counts
+
+
+def _when(r: dict[str, Any]) -> str:
+    ident = r.get("id")
+    if isinstance(ident, dict):
+        return str(ident.get("time"))
+    return str(r.get("createdDateTime") or r.get("CreationTime") or r.get("activityDateTime") or r.get("startTime"))
+
+
+def generate(users: int, days: int, seed: int) -> Scenario:
+    return Scenario(users, days, seed).build()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--users", type=int, default=200, help="employees across both organisations (default 200)")
+    p.add_argument("--days", type=int, default=30, help="days of activity (default 30; attacks after day 8)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--out", required=True, help="directory to write the records and labels.json into")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.users < 10 or args.days < WARMUP_DAYS + 2:
+        print(f"mailwarden scenario: need --users >= 10 and --days >= {WARMUP_DAYS + 2}")
+        return 2
+    s = generate(args.users, args.days, args.seed)
+    counts = s.write(Path(args.out))
+    total = sum(counts.values())
+    print(f"wrote {total} records for {args.users} users over {args.days} days to {args.out}")
+    for name, n in counts.items():
+        print(f"  {name}: {n}")
+    cats: dict[str, int] = {}
+    for a in s.labels:
+        cats[a["category"]] = cats.get(a["category"], 0) + 1
+    print(f"  labels.json: {len(s.labels)} attacks in {len(cats)} categories")
+    return 0

@@ -1,0 +1,132 @@
+"""`mailwarden replay`, `scenario` and `eval` end to end (the CLI, a temporary store, no Slack)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.cli import main
+from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, evaluate
+from sandbox.scenario import CATEGORIES, generate
+from sandbox.world import sign_in
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def records() -> list[dict[str, Any]]:
+    """Three weeks of jo and ann at home, then a password guessed from Moscow and a spray."""
+    out = []
+    for d in range(21):
+        for i, u in enumerate(("jo", "ann", "bo", "cy", "di", "ed")):
+            out.append(
+                sign_in(f"{u}@contoso.example", f"id-{u}", u, T0 + timedelta(days=d, minutes=9 * i), seq=d * 10 + i)
+            )
+    t = T0 + timedelta(days=22)
+    attacker = {"ip": "185.220.101.4", "country": "RU", "city": "Moscow"}
+    for i in range(6):
+        out.append(sign_in("jo@contoso.example", "id-jo", "jo", t + timedelta(seconds=30 * i), ok=False, seq=900 + i,
+                           **attacker))  # fmt: skip
+    out.append(sign_in("jo@contoso.example", "id-jo", "jo", t + timedelta(minutes=4), seq=990, **attacker))
+    for i, u in enumerate(("ann", "bo", "cy", "di", "ed")):
+        out.append(sign_in(f"{u}@contoso.example", f"id-{u}", u, t + timedelta(minutes=10, seconds=20 * i), ok=False,
+                           seq=800 + i, ip="45.155.205.1", country="NL"))  # fmt: skip
+    return out
+
+
+def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]], str]:
+    code = main(["replay", "--json", *argv])
+    out = capsys.readouterr()
+    return code, [json.loads(line) for line in out.out.splitlines() if line.strip()], out.err
+
+
+def test_replay_prints_cases_then_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recs = records()
+    (tmp_path / "a.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[:60]) + b"{not json\n")
+    (tmp_path / "b.json").write_bytes(orjson.dumps({"value": recs[60:]}))
+    code, lines, err = run_json([str(tmp_path / "a.ndjson"), str(tmp_path / "b.json")], capsys)
+    assert code == 0
+    *case_lines, last = lines
+    assert last == {"summary": {"records": len(recs) + 1, "rejected": 1, "cases": len(case_lines)}}
+    assert "rejected" in err and "a.ndjson:61" in err and "not JSON" in err
+    for c in case_lines:
+        assert set(c) == {"case", "user", "users", "severity", "decision", "detectors", "reasons", "events"}
+    jo = [c for c in case_lines if c["user"] == "jo@contoso.example"]
+    assert jo and jo[0]["severity"] == "high" and "failed_then_success" in jo[0]["detectors"]
+    (camp,) = [c for c in case_lines if c["user"] is None]
+    assert camp["decision"] == "soc" and len(camp["users"]) == 5 and camp["detectors"] == ["password_spray"]
+
+
+def test_replay_cards_and_a_malformed_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_bytes(orjson.dumps([*records(), {"createdDateTime": "yesterday", "userPrincipalName": "x@y.z"}]))
+    code, lines, err = run_json(["--cards", "--kind", "entra-signin", str(path)], capsys)
+    assert code == 0 and lines[-1]["summary"]["rejected"] == 1 and "createdDateTime" in err
+    jo = next(c for c in lines if c.get("user") == "jo@contoso.example")
+    assert jo["cards"] and jo["cards"][0]["audience"] == "user" and jo["cards"][0]["blocks"]
+    camp = next(c for c in lines if c.get("user") is None and "case" in c)
+    assert camp["cards"][0]["audience"] == "soc"
+
+
+def test_an_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--json", str(tmp_path / "missing.ndjson")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def case_set(lines: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    return {
+        (c["user"], tuple(c["users"]), c["severity"], c["decision"], tuple(c["detectors"]), tuple(sorted(c["events"])))
+        for c in lines
+        if "case" in c
+    }
+
+
+RECORDS = records()
+EXPECTED: dict[str, set[tuple[Any, ...]]] = {}  # the cases of the records in their original order
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(range(len(RECORDS))), split=st.integers(min_value=1, max_value=len(RECORDS) - 1))
+def test_replay_order_does_not_change_the_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], order: list[int], split: int
+) -> None:
+    shuffled = [RECORDS[i] for i in order]
+    a, b = tmp_path / "x.ndjson", tmp_path / "y.json"
+    a.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in shuffled[:split]))
+    b.write_bytes(orjson.dumps(shuffled[split:]))
+    _, lines, _ = run_json([str(b), str(a)], capsys)
+    if "cases" not in EXPECTED:
+        base = tmp_path / "base.json"
+        base.write_bytes(orjson.dumps(RECORDS))
+        _, ref, _ = run_json([str(base)], capsys)
+        EXPECTED["cases"] = case_set(ref)
+    assert EXPECTED["cases"] and case_set(lines) == EXPECTED["cases"]
+
+
+async def test_the_labelled_scenario_meets_the_targets(tmp_path: Path) -> None:
+    scenario = generate(users=150, days=21, seed=3)
+    scenario.write(tmp_path)
+    assert {a["category"] for a in scenario.labels} == set(CATEGORIES)  # every category is attacked
+    ev = await evaluate(tmp_path)
+    assert ev.rejected == 0
+    for name, cat in ev.categories.items():
+        assert cat["caught"] / cat["attacks"] >= RECALL_TARGET, (name, ev.missed)
+    assert ev.prompts <= PROMPT_TARGET * ev.users * ev.days / 1000, ev.false_prompts
+    assert ev.acting_on_attacks >= len(scenario.labels) - 1  # attacks act (the spray is one case + its victim)
+
+
+def test_scenario_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    assert main(["scenario", "--users", "40", "--days", "12", "--seed", "5", "--out", str(out)]) == 0
+    assert (out / "labels.json").is_file() and (out / "entra_signins.ndjson").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert {"overall", "categories", "detectors", "prompts", "targets_met"} <= set(report)
+    assert report["prompts"]["per_1000_users_per_day"] >= 0
