@@ -254,6 +254,8 @@ class Dispatcher:
                 await self._safe_transition(case.id, CaseEvent.USER_UNREACHABLE, note="Slack account deactivated")
                 return
             user_id, tz = str(user["id"]), user.get("tz")
+            if tz:  # off_hours judges the employee's hours in their own time zone
+                await self.cases.set_profile_tz(case.tenant, case.user_principal, str(tz))
         if (
             self.offhours is not None
             and case.severity >= Severity.HIGH
@@ -312,7 +314,7 @@ class Dispatcher:
         case = await self._case(payload)
         if case.soc_card is not None:
             return
-        if self.preflight is not None and not case.plan_notes:
+        if self.preflight is not None and not case.plan_notes and not case.is_campaign:
             # what containment will and will not do, before anyone clicks (guest, synced, protected)
             notes, two = await self.preflight(case)
             await self._record(

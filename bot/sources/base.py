@@ -99,42 +99,42 @@ class Poller:
             return result
         result.fetched = len(records)
         async with self.engine.begin() as conn:
-            fresh: list[Event] = []
+            rows: list[dict[str, Any]] = []
+            items: list[Event | Rejection] = []
             for record in records:
-                payload = canonical_bytes(record)
+                payload = canonical_bytes(record).decode("utf-8", "replace")
                 for item in normalize(self.fetcher.kind, record, self.tenant):
+                    items.append(item)
+                    row = {
+                        "source": source,
+                        "tenant": self.tenant,
+                        "event_id": item.event_id,
+                        "payload": payload,
+                        "stored_at": now,
+                        "occurred_at": None,
+                        "user_principal": None,
+                        "reason": None,
+                    }
                     if isinstance(item, Rejection):
-                        # Keep the record (so the cursor may pass it) and say why it was not understood.
-                        new = await repo.store_raw(
-                            conn,
-                            source=source,
-                            tenant=self.tenant,
-                            event_id=item.event_id,
-                            payload=payload,
-                            status="rejected",
-                            reason=item.reason,
-                            now=now,
-                        )
-                        if new:
-                            result.rejected += 1
-                            result.rejections.append(item)
-                            log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
-                        continue
-                    new = await repo.store_raw(
-                        conn,
-                        source=source,
-                        tenant=self.tenant,
-                        event_id=item.event_id,
-                        payload=payload,
-                        status="accepted",
-                        now=now,
-                        occurred_at=item.occurred_at,
-                        user=item.user_principal,
-                    )
-                    if new:
-                        fresh.append(item)
+                        # A record that cannot be understood is kept too, with why, so the cursor may pass it.
+                        row.update(status="rejected", reason=item.reason)
                     else:
-                        result.duplicates += 1
+                        row.update(status="accepted", occurred_at=item.occurred_at, user_principal=item.user_principal)
+                    rows.append(row)
+            new = await repo.store_raw_batch(conn, rows)  # one round trip per page, not per record
+            fresh: list[Event] = []
+            taken: set[str] = set()
+            for item in items:
+                if (source, item.event_id) not in new or item.event_id in taken:
+                    result.duplicates += isinstance(item, Event)
+                    continue
+                taken.add(item.event_id)
+                if isinstance(item, Rejection):
+                    result.rejected += 1
+                    result.rejections.append(item)
+                    log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
+                else:
+                    fresh.append(item)
             result.stored = len(fresh)
             ingest = await self.cases.ingest(conn, fresh)
             result.cases_opened = ingest.cases_opened

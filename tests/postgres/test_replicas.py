@@ -114,3 +114,25 @@ async def test_repository_upserts_on_postgres(engines) -> None:  # type: ignore[
         )
     async with one.connect() as conn:
         assert await repo.get_cursor(conn, "entra_signin", "t1") == T + timedelta(minutes=5)
+
+
+async def test_batch_store_keeps_each_record_once_on_postgres(engines) -> None:  # type: ignore[no-untyped-def]
+    one, two = engines
+    rows = [
+        {
+            "source": "s",
+            "tenant": "t1",
+            "event_id": f"e{i}",
+            "occurred_at": T,
+            "user_principal": "u",
+            "status": "accepted",
+            "reason": None,
+            "payload": "{}",
+            "stored_at": T,
+        }
+        for i in range(700)
+    ]
+    async with one.begin() as conn:
+        assert len(await repo.store_raw_batch(conn, rows)) == 700
+    async with two.begin() as conn:  # the other replica re-reads the same window
+        assert await repo.store_raw_batch(conn, [*rows, {**rows[0], "event_id": "new"}]) == {("s", "new")}
