@@ -52,6 +52,16 @@ def _entra_risk(event: Event) -> Finding | None:
     if COMPROMISE.intersection(event.risk_types):
         severity = max(severity, Severity.HIGH)
     level_text = f" ({level} risk)" if level in LEVELS else ""
+    if event.risk_types == ("riskyUser",):
+        if level not in LEVELS:
+            return None  # "none", or "hidden" without P2: nothing to act on
+        return finding(
+            ID,
+            event,
+            severity,
+            f"Microsoft Entra ID Protection rates this account {level} risk ({clip(event.risk_state, 40)})",
+            (("risk_level", event.risk_level), ("risk_state", event.risk_state)),
+        )
     return finding(
         ID,
         event,

@@ -63,7 +63,7 @@ def _records(value: Any, depth: int = 0) -> list[Any]:
 
 
 def _kind_of(record: dict[str, Any]) -> str | None:
-    if "riskEventType" in record:
+    if "riskEventType" in record or "riskLastUpdatedDateTime" in record:
         return "entra-risk"
     inner = record.get("properties")
     if "createdDateTime" in record or (isinstance(inner, dict) and "createdDateTime" in inner):

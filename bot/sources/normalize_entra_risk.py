@@ -31,9 +31,46 @@ def _additional_info(raw: Any) -> dict[str, str]:
     return out
 
 
+def normalize_risky_user(record: dict[str, Any], tenant: str) -> Event | Rejection:
+    """A `riskyUser` (GET /identityProtection/riskyUsers): the account's current risk, not one detection.
+
+    Its id is the user's id, so the event id adds the time the risk last changed: each change is a new
+    event, a re-read of the same state is a duplicate."""
+    uid = text(record.get("id"), 64)
+    changed = record.get("riskLastUpdatedDateTime")
+    rid = f"riskyUser:{uid}:{changed}" if uid and isinstance(changed, str) else digest_id(record)
+    try:
+        occurred = parse_time(changed)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return Rejection(SOURCE, rid, f"riskLastUpdatedDateTime: {exc}")
+    upn = text(record.get("userPrincipalName"), 320)
+    if upn is None:
+        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+    level = text(record.get("riskLevel"), 16)
+    return Event(
+        source=SOURCE,
+        event_id=rid,
+        tenant=tenant,
+        occurred_at=occurred,
+        user_principal=upn.lower(),
+        user_id=uid,
+        user_display=text(record.get("userDisplayName"), 256) or upn,
+        kind="risk",
+        success=True,
+        risk_types=("riskyUser",),
+        risk_level=level.lower() if level else None,
+        risk_state=text(record.get("riskState"), 32),
+        operation="riskyUser",
+        workload="AzureActiveDirectory",
+        parameters=params([("risk_detail", record.get("riskDetail")), ("is_processing", record.get("isProcessing"))]),
+    )
+
+
 def normalize_risk(record: Any, tenant: str) -> Event | Rejection:
     if not isinstance(record, dict):
         return Rejection(SOURCE, digest_id(record), f"record is a {type(record).__name__}, not an object")
+    if "riskLastUpdatedDateTime" in record and "riskEventType" not in record:
+        return normalize_risky_user(record, tenant)
     rid = text(record.get("id"), 200) or digest_id(record)
     when = record.get("activityDateTime") or record.get("detectedDateTime")
     try:
