@@ -92,8 +92,9 @@ class Settings(BaseModel):
     # records matching any of the listed kinds are read.
     noninteractive_filter: list[NonInteractiveFilter] = Field(default_factory=list)
     noninteractive_service_principals: bool = False  # also servicePrincipal sign-ins
-    # Identity Protection (source "risk"): riskDetections always; riskyUsers when enabled.
-    risk_risky_users: bool = False
+    # Identity Protection (source "risk"): riskDetections always; riskyUsers too unless switched off
+    # (its risk level needs Entra ID P2; without it the level reads "hidden" and nothing is raised).
+    risk_risky_users: bool = True
     risk_delay_s: int = Field(default=300, ge=0)
     risk_overlap_s: int = Field(default=300, ge=0)
     # Office 365 Management Activity API (source "o365_audit"). The window is on contentCreated (when a
