@@ -211,6 +211,8 @@ async def _acks_under_load(
 
         batch: list[Event] = []
         for i in range(events):
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # as the Poller does while normalizing a page
             at = clock.now() - timedelta(seconds=events - i)
             raw = orjson.dumps(
                 sign_in(
@@ -221,6 +223,7 @@ async def _acks_under_load(
                     seq=i,
                     ok=i % 7 != 0,
                     country=("US", "CA", "GB")[i % 3],
+                    ip=f"198.51.{i % 5000 // 250}.{i % 250 + 1}",  # each employee's own address
                 )
             )
             batch.extend(e for e in normalize("entra-signin", orjson.loads(raw), "replay") if isinstance(e, Event))

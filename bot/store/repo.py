@@ -3,6 +3,7 @@ transaction): cases with optimistic versioning, outbox rows, cursors, profiles, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -266,22 +267,27 @@ async def load_profiles(conn: AsyncConnection, tenant: str, users: Iterable[str]
                 profiles.c.tenant == tenant, profiles.c.user_principal.in_(chunk)
             )
         )
-        for r in rows:
+        for n, r in enumerate(rows):
             out[r.user_principal] = codec.profile_from_dict(orjson.loads(r.data))
+            if n % 100 == 99:
+                await asyncio.sleep(0)  # decoding hundreds of profiles must not hold up Slack acks
     return out
 
 
 async def save_profiles(conn: AsyncConnection, tenant: str, ps: Iterable[Profile], now: datetime) -> None:
     """Upsert many profiles with one executemany."""
-    rows = [
-        {
-            "tenant": tenant,
-            "user_principal": p.user_principal,
-            "data": dumps(codec.profile_to_dict(p)),
-            "updated_at": now,
-        }
-        for p in ps
-    ]
+    rows = []
+    for n, p in enumerate(ps):
+        rows.append(
+            {
+                "tenant": tenant,
+                "user_principal": p.user_principal,
+                "data": dumps(codec.profile_to_dict(p)),
+                "updated_at": now,
+            }
+        )
+        if n % 100 == 99:
+            await asyncio.sleep(0)  # encoding hundreds of profiles must not hold up Slack acks
     if not rows:
         return
     stmt = _insert(conn, profiles)
