@@ -20,11 +20,18 @@ async def test_two_tenants_each_with_their_own_graph_and_soc_channel(tmp_path: P
     graph_b = GraphEmulator(sb.clock.now, token=GRAPH_TOKEN, tenant_id=TENANT_B)
     server_b = LoopbackServer(graph_b.app, "graph-b")
     url_b = await server_b.start()
-    sb.overrides = {"tenants": [
-        {"id": TENANT, "client_id": "app-a", "auth": "workload_identity"},  # the sandbox's own Graph and SOC
-        {"id": TENANT_B, "client_id": "app-b", "auth": "workload_identity", "graph_url": url_b,
-         "soc_channel": "C0SOCB"},
-    ]}
+    sb.overrides = {
+        "tenants": [
+            {"id": TENANT, "client_id": "app-a", "auth": "workload_identity"},  # the sandbox's own Graph and SOC
+            {
+                "id": TENANT_B,
+                "client_id": "app-b",
+                "auth": "workload_identity",
+                "graph_url": url_b,
+                "soc_channel": "C0SOCB",
+            },
+        ]
+    }
     sb.seed()
     sb.slack.add_channel("C0SOCB", "soc-fabrikam")
     upn, name, gid = BEA
@@ -39,10 +46,21 @@ async def test_two_tenants_each_with_their_own_graph_and_soc_channel(tmp_path: P
             await poller.poll_once()
         t0 = sb.clock.now()
         for i in range(6):
-            graph_b.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=100 + i,
-                                        ip="185.220.101.4", country="RU"))
-        graph_b.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=110, ip="185.220.101.4",
-                                    country="RU"))
+            graph_b.add_sign_in(
+                sign_in(
+                    upn,
+                    gid,
+                    name,
+                    t0 + timedelta(seconds=30 * i),
+                    ok=False,
+                    seq=100 + i,
+                    ip="185.220.101.4",
+                    country="RU",
+                )
+            )
+        graph_b.add_sign_in(
+            sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=110, ip="185.220.101.4", country="RU")
+        )
         sb.clock.advance(timedelta(minutes=7))
         for poller in sb.bot.pollers:
             await poller.poll_once()
