@@ -15,7 +15,9 @@ the rest on is one deliberate change in the wiring (`Params(enabled=None)` runs 
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -137,48 +139,20 @@ def registry() -> dict[str, Detector]:
     return dict(_registry())
 
 
+# Modules of this package that hold shared machinery, not a detector.
+NOT_DETECTORS = frozenset({"common", "fleet", "policy", "profile", "scoring"})
+
+
 @cache
 def _registry() -> tuple[tuple[str, Detector], ...]:
-    # Imported here, not at the top: each detector module imports Params from this package.
-    from bot.detect import (
-        audit_throttled,
-        failed_then_success,
-        impersonation_role,
-        impossible_travel,
-        legacy_protocol,
-        mail_bulk_access,
-        mail_forwarding,
-        mailbox_delegation,
-        mailbox_export,
-        new_asn,
-        new_country,
-        new_device,
-        oauth_mail_consent,
-        off_hours,
-        provider_risk,
-        risky_ip,
-        scripted_client,
-    )
-
-    mods = (
-        audit_throttled,
-        failed_then_success,
-        impersonation_role,
-        impossible_travel,
-        legacy_protocol,
-        mail_bulk_access,
-        mail_forwarding,
-        mailbox_delegation,
-        mailbox_export,
-        new_asn,
-        new_country,
-        new_device,
-        oauth_mail_consent,
-        off_hours,
-        provider_risk,
-        risky_ip,
-        scripted_client,
-    )
+    """Every module here with an ID and a per-user `detect`: adding a detector is adding its module."""
+    # Imported lazily: each detector module imports Params from this package.
+    mods = [
+        importlib.import_module(f"{__name__}.{m.name}")
+        for m in pkgutil.iter_modules(__path__)
+        if m.name not in NOT_DETECTORS
+    ]
+    mods = [m for m in mods if hasattr(m, "detect") and hasattr(m, "ID")]
     return tuple((m.ID, m.detect) for m in sorted(mods, key=lambda m: m.ID))
 
 
