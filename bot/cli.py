@@ -102,11 +102,13 @@ async def _run(settings: Settings) -> int:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     from bot.clock import SystemClock
+    from bot.runtime import tune_gc
     from bot.scheduler import build_scheduler
     from bot.web import build_web
     from bot.wiring import build
 
     services = await build(settings, SystemClock())
+    tune_gc()  # after the heavy imports and start-up: see bot/runtime.py
     scheduler = build_scheduler(
         services,
         poll_s=settings.poll_interval_s,

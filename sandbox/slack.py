@@ -113,6 +113,7 @@ class SlackEmulator:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
+            "chat.getPermalink": self._chat_get_permalink,
             "views.publish": self._views_publish,
         }
         self.views: dict[str, dict[str, Any]] = {}  # view id -> {"user", "view", "type"}
@@ -323,6 +324,14 @@ class SlackEmulator:
         return {"users": list(members)}
 
     # --- state --------------------------------------------------------------------------------------
+
+    def _chat_get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._existing_channel(str(args.get("channel", "")))
+        if channel is None:
+            raise SlackError("channel_not_found")
+        ts = str(args.get("message_ts", ""))
+        self._find_message(channel, ts, SlackError("message_not_found"))
+        return {"channel": channel, "permalink": f"https://sandbox.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
         trigger = str(args.get("trigger_id") or "")

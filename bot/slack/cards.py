@@ -535,7 +535,9 @@ def benign_modal(case: Case) -> dict[str, Any]:
     }
 
 
-def home_view(*, is_soc: bool, open_cases: Sequence[Case], mine: Sequence[Case]) -> dict[str, Any]:
+def home_view(
+    *, is_soc: bool, open_cases: Sequence[Case], mine: Sequence[Case], links: dict[str, str] | None = None
+) -> dict[str, Any]:
     """App Home: for SOC members the open cases by state; for everyone their own recent verifications."""
     blocks: list[Block] = [{"type": "header", "text": _plain("Mailwarden", 150)}]
     if is_soc:
@@ -545,7 +547,8 @@ def home_view(*, is_soc: bool, open_cases: Sequence[Case], mine: Sequence[Case])
             by_state.setdefault(c.state.value, []).append(c)
         for state in sorted(by_state):
             lines = [
-                f"• {SEVERITY_ICON[c.severity.label]} `{c.id}` {safe(c.user_principal, 120)} · "
+                f"• {SEVERITY_ICON[c.severity.label]} {_case_link(c.id, (links or {}).get(c.id))} "
+                f"{safe(c.user_principal, 120)} · "
                 f"{', '.join(c.detectors)}" + (f" · {who(c.assignee)}" if c.assignee else "")
                 for c in by_state[state][:15]
             ]
@@ -559,6 +562,13 @@ def home_view(*, is_soc: bool, open_cases: Sequence[Case], mine: Sequence[Case])
         said = ANSWERS.get(c.user_answer or "", "no answer")
         blocks.append(_context(f"{when(c.opened_at)} · {_where(e) if e else '—'} · {said} · `{c.state.value}`"))
     return {"type": "home", "blocks": blocks[:MAX_VIEW_BLOCKS]}
+
+
+def _case_link(case_id: str, permalink: str | None) -> str:
+    # permalinks come from Slack's chat.getPermalink; a stray control character would break the link
+    if permalink and permalink.startswith("https://") and not set(permalink) & set("<>| \n"):
+        return f"<{permalink}|{case_id}>"
+    return f"`{case_id}`"
 
 
 def travel_card(request_id: str, requester: str, country: str, until: str) -> Card:

@@ -32,6 +32,7 @@ from bot.store import repo
 
 log = structlog.get_logger("mailwarden.slack")
 
+MAX_HOME_LINKS = 30  # chat.getPermalink calls per Home view (Tier 4)
 ANSWER_OF = {Ids.USER_YES: "yes", Ids.USER_NO: "no", Ids.USER_NOT_ME: "not_me"}
 USAGE = (
     "Usage: `/mailwarden travel <country code> until <YYYY-MM-DD>` · SOC only: `/mailwarden status` · "
@@ -439,9 +440,13 @@ class Interactions:
             all_cases = await repo.list_cases(conn)
         open_cases = [c for c in all_cases if c.state not in TERMINAL] if is_soc else []
         mine = [c for c in reversed(all_cases) if c.slack_user_id == user_id]
-        await self.client.views_publish(
-            user_id=user_id, view=cards.home_view(is_soc=is_soc, open_cases=open_cases, mine=mine)
-        )
+        links: dict[str, str] = {}
+        for c in open_cases[:MAX_HOME_LINKS]:  # quick links to each case's SOC card
+            if c.soc_card is not None:
+                found = await self.client.chat_getPermalink(channel=c.soc_card.channel, message_ts=c.soc_card.ts)
+                links[c.id] = str(found.get("permalink", ""))
+        view = cards.home_view(is_soc=is_soc, open_cases=open_cases, mine=mine, links=links)
+        await self.client.views_publish(user_id=user_id, view=view)
 
 
 def register(app: AsyncApp, interactions: Interactions) -> None:

@@ -150,14 +150,18 @@ async def test_travel_needs_a_soc_member_to_approve(sandbox: Sandbox) -> None:
 
 
 async def test_app_home_for_soc_and_for_employees(sandbox: Sandbox) -> None:
-    await dave_attacked(sandbox)
+    await dave_before_soc(sandbox)
     for user in ("U0BOB", "U0DAVE"):
         r = await sandbox.slack.app_home_opened(request_url=sandbox.request_url, user_id=user)
         assert r.status_code == 200
     await eventually(lambda: {"U0BOB", "U0DAVE"} <= set(sandbox.slack.homes), what="both homes")
     soc_home, own_home = str(sandbox.slack.homes["U0BOB"]), str(sandbox.slack.homes["U0DAVE"])
-    assert "Open cases: 1" in soc_home and "awaiting_user" in soc_home
-    assert "Open cases" not in own_home and "Your recent verifications" in own_home and "no answer" in own_home
+    assert "Open cases: 1" in soc_home and "awaiting_soc" in soc_home
+    case = await demo.latest_case(sandbox, DAVE[0])
+    assert case is not None and case.soc_card is not None  # a quick link straight to the SOC card
+    assert f"<https://sandbox.slack.com/archives/C0SOC/p{case.soc_card.ts.replace('.', '')}|{case.id}>" in soc_home
+    assert "Open cases" not in own_home and "Your recent verifications" in own_home
+    assert "You answered *No" in own_home
 
 
 async def test_user_outcome_dm_after_containment(sandbox: Sandbox) -> None:
