@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from bot.slack.ids import USER_BUTTONS
 from sandbox.world import Sandbox, eventually
 from tests.integration.helpers import DAVE, audit_actions, dave_attacked, dave_before_soc, state_of, wait_state
 
@@ -46,11 +49,12 @@ async def test_replayed_request_does_nothing_twice(sandbox: Sandbox) -> None:
     assert any("already moved on" in e["text"] for e in sandbox.slack.ephemerals)
 
 
-async def test_only_the_subject_answers_their_card(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("action_id", [a.value for a in USER_BUTTONS])
+async def test_only_the_subject_answers_their_card(sandbox: Sandbox, action_id: str) -> None:
     case = await dave_attacked(sandbox)
     assert case.user_card is not None
     card = sandbox.slack.message(case.user_card.channel, case.user_card.ts)
-    r = await sandbox.click("U0MALLORY", card, "mw.user.yes")
+    r = await sandbox.click("U0MALLORY", card, action_id)
     assert r.status_code == 200  # acked; refused on the server
     await eventually(lambda: any(e["user"] == "U0MALLORY" for e in sandbox.slack.ephemerals), what="refusal")
     assert await state_of(sandbox, DAVE[0]) == "awaiting_user"
