@@ -33,7 +33,7 @@ from sqlalchemy import select
 from bot.cases.service import CaseService
 from bot.clock import SimClock
 from bot.model import Event
-from bot.runtime import tune_gc
+from bot.runtime import tune_gc, untune_gc
 from bot.sources.normalize import normalize
 from bot.store import db, repo
 from bot.store.tables import outbox
@@ -98,7 +98,7 @@ async def bench(cases: int, scale: float, replay_events: int) -> dict[str, Any]:
                 )
             )
     await sb.start()
-    tune_gc()  # as `mailwarden run` does once it has started
+    thresholds = tune_gc()  # as `mailwarden run` does once it has started
     try:
         bot = sb.bot
         await bot.poller.poll_once()
@@ -151,6 +151,7 @@ async def bench(cases: int, scale: float, replay_events: int) -> dict[str, Any]:
             "replay_events": replay_events,
         }
     finally:
+        untune_gc(thresholds)
         await sb.stop()
 
 

@@ -17,8 +17,16 @@ GEN1_THRESHOLD = 50
 GEN2_THRESHOLD = 1_000
 
 
-def tune_gc() -> None:
-    """Call once, after imports and start-up, before serving."""
+def tune_gc() -> tuple[int, int, int]:
+    """Call once, after imports and start-up, before serving. Returns the thresholds it replaced."""
+    before = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)
+    return before
+
+
+def untune_gc(thresholds: tuple[int, int, int]) -> None:
+    """Undo tune_gc (a benchmark run inside a longer-lived process, such as the test suite)."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)

@@ -89,3 +89,17 @@ def test_run_fails_fast_naming_each_missing_credential(
     assert main(["run"]) == 2
     err = capsys.readouterr().err
     assert "MAILWARDEN_SLACK_BOT_TOKEN: missing" in err and "MAILWARDEN_MS_TENANT_ID: missing" in err
+
+
+def test_gc_tuning_is_reversible() -> None:
+    import gc
+
+    from bot.runtime import GEN0_THRESHOLD, tune_gc, untune_gc
+
+    before = gc.get_threshold()
+    replaced = tune_gc()
+    try:
+        assert replaced == before and gc.get_threshold()[0] == GEN0_THRESHOLD and gc.get_freeze_count() > 0
+    finally:
+        untune_gc(replaced)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
