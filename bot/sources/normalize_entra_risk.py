@@ -8,6 +8,7 @@ JSON-encoded *string* of `[{Key, Value}]`; the documentation's own example carri
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from bot.model import Event, Rejection
@@ -31,6 +32,18 @@ def _additional_info(raw: Any) -> dict[str, str]:
     return out
 
 
+def _when_and_who(record: dict[str, Any], rid: str, field: str, when: Any) -> tuple[datetime, str] | Rejection:
+    """The two things no risk record can do without: when it happened and whose account it is."""
+    try:
+        occurred = parse_time(when)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return Rejection(SOURCE, rid, f"{field}: {exc}")
+    upn = text(record.get("userPrincipalName"), 320)
+    if upn is None:
+        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+    return occurred, upn
+
+
 def normalize_risky_user(record: dict[str, Any], tenant: str) -> Event | Rejection:
     """A `riskyUser` (GET /identityProtection/riskyUsers): the account's current risk, not one detection.
 
@@ -39,13 +52,10 @@ def normalize_risky_user(record: dict[str, Any], tenant: str) -> Event | Rejecti
     uid = text(record.get("id"), 64)
     changed = record.get("riskLastUpdatedDateTime")
     rid = f"riskyUser:{uid}:{changed}" if uid and isinstance(changed, str) else digest_id(record)
-    try:
-        occurred = parse_time(changed)
-    except (ValueError, TypeError, OverflowError) as exc:
-        return Rejection(SOURCE, rid, f"riskLastUpdatedDateTime: {exc}")
-    upn = text(record.get("userPrincipalName"), 320)
-    if upn is None:
-        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+    who = _when_and_who(record, rid, "riskLastUpdatedDateTime", changed)
+    if isinstance(who, Rejection):
+        return who
+    occurred, upn = who
     level = text(record.get("riskLevel"), 16)
     return Event(
         source=SOURCE,
@@ -72,14 +82,12 @@ def normalize_risk(record: Any, tenant: str) -> Event | Rejection:
     if "riskLastUpdatedDateTime" in record and "riskEventType" not in record:
         return normalize_risky_user(record, tenant)
     rid = text(record.get("id"), 200) or digest_id(record)
-    when = record.get("activityDateTime") or record.get("detectedDateTime")
-    try:
-        occurred = parse_time(when)
-    except (ValueError, TypeError, OverflowError) as exc:
-        return Rejection(SOURCE, rid, f"activityDateTime: {exc}")
-    upn = text(record.get("userPrincipalName"), 320)
-    if upn is None:
-        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+    who = _when_and_who(
+        record, rid, "activityDateTime", record.get("activityDateTime") or record.get("detectedDateTime")
+    )
+    if isinstance(who, Rejection):
+        return who
+    occurred, upn = who
     risk_type = text(record.get("riskEventType"), 64)
     if risk_type is None:
         return Rejection(SOURCE, rid, "riskEventType missing or not text")

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
+from bot.detect import detector_ids
 from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, evaluate
 from sandbox.scenario import CATEGORIES, generate
 from sandbox.world import sign_in
@@ -113,6 +114,7 @@ async def test_the_labelled_scenario_meets_the_targets(tmp_path: Path) -> None:
     scenario = generate(users=150, days=21, seed=3)
     scenario.write(tmp_path)
     assert {a["category"] for a in scenario.labels} == set(CATEGORIES)  # every category is attacked
+    assert set(CATEGORIES) == set(detector_ids())  # a new detector needs its attack in the generator
     ev = await evaluate(tmp_path)
     assert ev.rejected == 0
     for name, cat in ev.categories.items():
