@@ -10,9 +10,10 @@ whenever it passes `hours_cap`, so last year's habits fade.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
+
+from msgspec.structs import replace
 
 from bot.detect import Params
 from bot.model import Event, FailedAttempt, Located, Profile

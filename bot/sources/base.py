@@ -9,17 +9,19 @@ written once. Delayed watermark (reference/performance.md "Lag vs budget"): each
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import msgspec
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.model import Event, Rejection
-from bot.sources.normalize import normalize
+from bot.sources.normalize import normalize, normalize_json
 from bot.sources.normalize_entra import canonical_bytes
 from bot.store import repo
 
@@ -35,7 +37,8 @@ class Fetcher(Protocol):
     kind: str  # the normalizer's kind, e.g. "entra-signin"
 
     async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
-        """Every record in [start, end] and the number of requests it took."""
+        """Every record in [start, end] (decoded, or each record's raw JSON as `msgspec.Raw`) and the
+        number of requests it took."""
         ...
 
 
@@ -100,49 +103,17 @@ class Poller:
             return result
         result.fetched = len(records)
         async with self.engine.begin() as conn:
-            rows: list[dict[str, Any]] = []
-            items: list[Event | Rejection] = []
-            for n, record in enumerate(records):
-                if n and n % 64 == 0:
-                    await asyncio.sleep(0)  # normalizing a 1,000-record page must not hold up Slack acks
-                payload = canonical_bytes(record).decode("utf-8", "replace")
-                for item in normalize(self.fetcher.kind, record, self.tenant):
-                    items.append(item)
-                    row = {
-                        "source": source,
-                        "tenant": self.tenant,
-                        "event_id": item.event_id,
-                        "payload": payload,
-                        "stored_at": now,
-                        "occurred_at": None,
-                        "user_principal": None,
-                        "reason": None,
-                    }
-                    if isinstance(item, Rejection):
-                        # A record that cannot be understood is kept too, with why, so the cursor may pass it.
-                        row.update(status="rejected", reason=item.reason)
-                    else:
-                        row.update(status="accepted", occurred_at=item.occurred_at, user_principal=item.user_principal)
-                    rows.append(row)
-            new = await repo.store_raw_batch(conn, rows)  # one round trip per page, not per record
-            fresh: list[Event] = []
-            taken: set[str] = set()
-            for item in items:
-                if (source, item.event_id) not in new or item.event_id in taken:
-                    result.duplicates += isinstance(item, Event)
-                    continue
-                taken.add(item.event_id)
-                if isinstance(item, Rejection):
-                    result.rejected += 1
-                    result.rejections.append(item)
-                    log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
-                else:
-                    fresh.append(item)
-            result.stored = len(fresh)
-            ingest = await self.cases.ingest(conn, fresh)
-            result.cases_opened = ingest.cases_opened
+            taken = await take_records(
+                conn, self.cases, source=source, kind=self.fetcher.kind, tenant=self.tenant, records=records, now=now
+            )
             # same transaction as the records: a crash before commit re-reads the window, never skips it
             await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
+        result.stored, result.duplicates = taken.stored, taken.duplicates
+        result.rejected, result.rejections, result.cases_opened = (
+            len(taken.rejections),
+            taken.rejections,
+            taken.cases_opened,
+        )
         log.info(
             "source.poll",
             source=source,
@@ -157,3 +128,82 @@ class Poller:
             cases_opened=result.cases_opened,
         )
         return result
+
+
+@dataclass(slots=True)
+class Taken:
+    """What one batch of fetched records came to."""
+
+    stored: int = 0
+    duplicates: int = 0
+    cases_opened: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def _payload(record: Any) -> tuple[bytes, str]:
+    """The record's JSON bytes and their text for `raw_events.payload`: exactly what the provider sent
+    when the fetcher kept the bytes (typed decoding, no re-encoding), else the sorted-key encoding."""
+    raw = bytes(record) if isinstance(record, (bytes, msgspec.Raw)) else canonical_bytes(record)
+    return raw, raw.decode("utf-8", "replace")
+
+
+async def take_records(
+    conn: AsyncConnection,
+    cases: CaseService,
+    *,
+    source: str,
+    kind: str,
+    tenant: str,
+    records: Sequence[Any],
+    now: datetime,
+) -> Taken:
+    """Keep every record, then detect on the new ones, inside the caller's transaction.
+
+    Records are decoded JSON values or one record's raw JSON (`msgspec.Raw` / bytes), which sign-ins
+    decode straight into a typed struct. Every record is stored, a rejected one with its reason, so the
+    cursor may pass it; one that was stored before (the poll window's overlap) is a duplicate and is not
+    detected on again."""
+    taken = Taken()
+    rows: list[dict[str, Any]] = []
+    items: list[Event | Rejection] = []
+    for n, record in enumerate(records):
+        if n and n % 64 == 0:
+            await asyncio.sleep(0)  # normalizing a 1,000-record page must not hold up Slack acks
+        raw, payload = _payload(record)
+        normalized = normalize_json(kind, raw, tenant) if isinstance(record, (bytes, msgspec.Raw)) else None
+        for item in normalized if normalized is not None else normalize(kind, record, tenant):
+            items.append(item)
+            if isinstance(item, Rejection):
+                status, reason, occurred_at, user = "rejected", item.reason, None, None
+            else:
+                status, reason, occurred_at, user = "accepted", None, item.occurred_at, item.user_principal
+            rows.append(
+                {
+                    "source": source,
+                    "tenant": tenant,
+                    "event_id": item.event_id,
+                    "occurred_at": occurred_at,
+                    "user_principal": user,
+                    "status": status,
+                    "reason": reason,
+                    "payload": payload,
+                    "stored_at": now,
+                }
+            )
+    new = await repo.store_raw_batch(conn, rows)  # one round trip per page, not per record
+    fresh: list[Event] = []
+    seen: set[str] = set()
+    for item in items:
+        if (source, item.event_id) not in new or item.event_id in seen:
+            taken.duplicates += isinstance(item, Event)
+            continue
+        seen.add(item.event_id)
+        if isinstance(item, Rejection):
+            taken.rejections.append(item)
+            log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
+        else:
+            fresh.append(item)
+    taken.stored = len(fresh)
+    ingest = await cases.ingest(conn, fresh)
+    taken.cases_opened = ingest.cases_opened
+    return taken

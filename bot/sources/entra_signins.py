@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import orjson
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import SignInsRequestBuilder
@@ -223,6 +224,33 @@ class EntraSignInsBeta:
         )
 
 
+class GraphPage(msgspec.Struct):
+    """One Graph collection page; each record stays raw JSON until its normalizer decodes it (typed)."""
+
+    value: list[msgspec.Raw] = []
+    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
+
+
+_PAGE = msgspec.json.Decoder(GraphPage)
+
+
+def split_page(body: bytes) -> tuple[list[Any], str | None]:
+    """A page's records (raw JSON each, as sent) and its next link. A body in another shape is parsed
+    as any JSON, so whatever records it holds still reach the normalizer (which rejects, with a reason,
+    what it cannot read). A body that is not JSON at all raises ValueError: the poll fails and its window
+    is read again, rather than the cursor moving past a page nobody saw."""
+    if not body:
+        return [], None
+    try:
+        page = _PAGE.decode(body)
+    except msgspec.ValidationError:
+        loose: Any = orjson.loads(body)
+        value = loose.get("value") if isinstance(loose, dict) else None
+        link = loose.get("@odata.nextLink") if isinstance(loose, dict) else None
+        return (value if isinstance(value, list) else []), (link if isinstance(link, str) and link else None)
+    return page.value, page.next_link or None
+
+
 async def fetch_pages(
     graph: GraphServiceClient,
     info: Any,
@@ -241,11 +269,8 @@ async def fetch_pages(
             await before_request()
         raw = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
         pages += 1
-        body: Any = orjson.loads(raw) if raw else {}
-        value = body.get("value") if isinstance(body, dict) else None
-        if isinstance(value, list):
-            records.extend(value)
-        next_link = body.get("@odata.nextLink") if isinstance(body, dict) else None
-        if not isinstance(next_link, str) or not next_link:
+        value, next_link = split_page(raw or b"")
+        records.extend(value)
+        if next_link is None:
             return records, pages
         info = with_url(next_link).to_get_request_information()

@@ -9,6 +9,7 @@ into a Rejection that names the field.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -46,6 +47,15 @@ def parse_time(value: Any, *, epoch: bool = False) -> datetime:
         return datetime.fromtimestamp(value, tz=UTC)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("missing timestamp")
+    if len(value) <= 35 and value[:4].isdigit():
+        # The usual forms (Graph's `2026-01-05T06:00:00.1234567Z`, `...Z`, `+00:00`): Python 3.11's parser
+        # reads them, truncating past microseconds as below, at a tenth of the cost of the loop.
+        try:
+            fast = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return (fast if fast.tzinfo else fast.replace(tzinfo=UTC)).astimezone(UTC)
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     if "." in text:
         head, _, rest = text.partition(".")
@@ -163,6 +173,13 @@ def ip(value: Any) -> str | None:
     raw = text(value, 80)
     if raw is None:
         return None
+    return _canonical_ip(raw)
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical_ip(raw: str) -> str | None:
+    """Cached: a tenant's sign-ins come from far fewer addresses than records (bounded, so a flood of
+    distinct addresses only costs misses)."""
     m = _BRACKETED.match(raw)
     candidates = [m.group(1)] if m else [raw]
     if not m and raw.count(":") == 1:

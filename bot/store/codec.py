@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
+
+from msgspec.structs import fields
 
 from bot.model import (
     Approval,

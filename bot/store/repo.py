@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -307,7 +308,7 @@ async def set_profile_tz(
     p = await load_profile(conn, tenant, user)
     if p is None or p.tz == tz:
         return False
-    await save_profile(conn, tenant, replace(p, tz=tz), now or datetime.now(UTC))
+    await save_profile(conn, tenant, msgspec.structs.replace(p, tz=tz), now or datetime.now(UTC))
     return True
 
 

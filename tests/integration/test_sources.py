@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
@@ -30,6 +31,11 @@ from sandbox.graph import GraphEmulator
 from sandbox.o365 import O365Emulator
 from sandbox.server import LoopbackServer
 from sandbox.world import GRAPH_TOKEN, MANAGE_TOKEN, PUBLISHER_ID, TENANT, SandboxCredential, sign_in
+
+
+def decoded(records: list[Any]) -> list[Any]:
+    """Graph fetchers hand over each record's raw JSON (typed decoding happens in the normalizer)."""
+    return [orjson.loads(bytes(r)) for r in records]
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ADA = ("ada@contoso.example", "11111111-0000-0000-0000-00000000ada0", "Ada Lovelace")
@@ -83,7 +89,8 @@ async def test_beta_noninteractive_pages_selects_and_hides_interactive(world: Wo
         world.graph.add_sign_in(noninteractive(i, T0 - timedelta(hours=2) + timedelta(seconds=3 * i)))
     world.graph.add_sign_in(sign_in(upn, gid, name, T0 - timedelta(minutes=30), seq=99_999))  # interactive
     fetcher = EntraSignInsBeta(world.client())
-    records, pages = await fetcher.fetch(T0 - timedelta(hours=3), T0)
+    raw, pages = await fetcher.fetch(T0 - timedelta(hours=3), T0)
+    records = decoded(raw)
     assert pages == 3 and len(records) == 2100
     assert {tuple(r["signInEventTypes"]) for r in records} == {("nonInteractiveUser",)}
     assert set(records[0]) <= {"id", *fetcher.select} and "appliedConditionalAccessPolicies" not in records[0]
@@ -93,7 +100,7 @@ async def test_beta_noninteractive_pages_selects_and_hides_interactive(world: Wo
     assert "$skiptoken" in second.params and second.path == "/beta/auditLogs/signIns"
     assert fetcher.source == "entra_signin_noninteractive" and fetcher.kind == "entra-signin"
     # the same tenant's v1.0 interactive fetcher sees neither the beta records nor signInEventTypes
-    v1, _ = await EntraSignIns(world.client()).fetch(T0 - timedelta(hours=3), T0)
+    v1 = decoded((await EntraSignIns(world.client()).fetch(T0 - timedelta(hours=3), T0))[0])
     assert [r["id"] for r in v1] == [f"{gid[-4:]}-{int((T0 - timedelta(minutes=30)).timestamp())}-99999"]
     assert "signInEventTypes" not in v1[0]
 
@@ -105,14 +112,14 @@ async def test_filtered_noninteractive_modes_and_service_principals(world: World
     world.graph.add_sign_in(noninteractive(3, at, client="IMAP4"))  # legacy protocol
     world.graph.add_sign_in(noninteractive(4, at, kind="servicePrincipal"))
     failures = EntraSignInsBeta(world.client(), filters=["failures"])
-    got, _ = await failures.fetch(T0 - timedelta(hours=1), T0)
+    got = decoded((await failures.fetch(T0 - timedelta(hours=1), T0))[0])
     assert [r["id"][-1] for r in got] == ["2"]
     both = EntraSignInsBeta(world.client(), filters=["failures", "legacy"], service_principals=True)
-    got, _ = await both.fetch(T0 - timedelta(hours=1), T0)
+    got = decoded((await both.fetch(T0 - timedelta(hours=1), T0))[0])
     assert sorted(r["id"][-1] for r in got) == ["2", "3"]
     assert "status/errorCode ne 0 or clientAppUsed eq 'Authenticated SMTP'" in both.filter_text(T0, T0)
     everything = EntraSignInsBeta(world.client(), service_principals=True)
-    got, _ = await everything.fetch(T0 - timedelta(hours=1), T0)
+    got = decoded((await everything.fetch(T0 - timedelta(hours=1), T0))[0])
     assert sorted(r["id"][-1] for r in got) == ["1", "2", "3", "4"]
     with pytest.raises(ValueError, match="unknown"):
         EntraSignInsBeta(world.client(), filters=["everything"])
@@ -163,7 +170,8 @@ async def test_risk_detections_page_by_500_paced_without_429(world: World) -> No
         world.graph.add_risk_detection(detection(n, T0 - timedelta(minutes=50) + timedelta(seconds=2 * n)))
     world.graph.add_risk_detection(detection(9999, T0 - timedelta(days=2)))  # outside the window
     fetcher = EntraRisk(world.client(), pacer=WindowPacer(1, 0.1))
-    records, pages = await fetcher.fetch(T0 - timedelta(hours=1), T0)
+    raw, pages = await fetcher.fetch(T0 - timedelta(hours=1), T0)
+    records = decoded(raw)
     assert pages == 3 and len(records) == 1100 and "rd-09999" not in {r["id"] for r in records}
     gets = [r for r in world.graph.requests if "riskDetections" in r.path]
     assert [r.status for r in gets] == [200, 200, 200]

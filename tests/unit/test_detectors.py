@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import fields, replace
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from bot.detect import CROSS_USER, RELEASED, Params, detector_ids, registry, run_all
 from bot.detect.fleet import Fleet, fleet_from_dict, fleet_to_dict, observe_fleet

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+
+from msgspec.structs import fields
 
 from bot.allowlist import CONTEXT, AllowEntry, Watch, after_containment, context_value, unsuppressed
 from bot.detect.fleet import Fleet, TenantFleet, fleet_to_dict

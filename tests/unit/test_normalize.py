@@ -6,20 +6,26 @@ import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bot.model import EVENT_KINDS, Event, Rejection
-from bot.sources.normalize import KINDS, detect_kind, normalize
+from bot.sources.normalize import KINDS, detect_kind, normalize, normalize_json
 from bot.sources.normalize_common import ip, parse_time
 from bot.sources.normalize_entra import normalize_signin
 from bot.sources.normalize_entra_risk import normalize_risk
 from bot.sources.normalize_gws_activity import normalize_activity
 from bot.sources.normalize_gws_alert import normalize_alert
 from bot.sources.normalize_o365 import normalize_o365
+
+# Public sample records (copied from reference/samples with their .source.txt provenance)
+SAMPLES = Path(__file__).resolve().parents[1] / "data"
+PANTHER_SIGNINS = "azure_signinlogs_panther_rule_tests.jsonl"
 
 # --- records in each wire format (our own, shaped like the vendors' documented examples) ----------
 
@@ -518,3 +524,49 @@ def test_normalizers_never_raise_on_records_with_replaced_top_level_keys(
     mangled = {**record, **{keys[sum(map(ord, k)) % len(keys)]: v for k, v in extra.items()}}
     for out in outcomes(PER_SOURCE[kind](json.loads(json.dumps(mangled)), "t1")):
         assert isinstance(out, (Event, Rejection))
+
+
+# --- the typed fast path for sign-ins gives what the dict path gives --------------------------------
+
+SIGNIN_SHAPES = [r for k, r in REAL_SHAPED_ALL if k == "entra-signin"] + [
+    json.loads((SAMPLES / name).read_text())
+    for name in ("graph_signin_beta_failed_50126.json", "graph_signin_beta_noninteractive_graph_explorer.json")
+]
+
+
+def _both_paths(record: Any) -> tuple[list[Any], list[Any]]:
+    """What the poller gets from the bytes, and what the dict path gets from the same bytes parsed."""
+    try:
+        raw = json.dumps(record, allow_nan=False).encode()
+        parsed = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        assume(False)  # not JSON any provider could send (NaN, integers past 64 bits)
+    return normalize_json("entra-signin", raw, "t1"), normalize("entra-signin", parsed, "t1")
+
+
+def test_sign_in_samples_read_the_same_from_bytes_and_from_dicts() -> None:
+    panther = [json.loads(line)["log"] for line in (SAMPLES / PANTHER_SIGNINS).read_text().splitlines()]
+    shapes = [*SIGNIN_SHAPES, *panther]
+    assert len(shapes) > 5
+    for record in shapes:
+        fast, slow = _both_paths(record)
+        assert fast == slow
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(SIGNIN_SHAPES),
+    st.lists(st.one_of(st.integers(0, 50), st.text(max_size=12)), min_size=1, max_size=4),
+    json_values,
+)
+def test_sign_in_fast_path_equals_dict_path_on_mangled_records(
+    record: dict[str, Any], path: list[str | int], value: Any
+) -> None:
+    fast, slow = _both_paths(_mangle(record, path, value))
+    assert fast == slow
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[1, 2", b"\xff\xfe", b'"\\ud800"'])
+def test_sign_in_bytes_that_are_not_json_are_one_rejection(raw: bytes) -> None:
+    (out,) = normalize_json("entra-signin", raw, "t1")
+    assert isinstance(out, Rejection) and out.reason.startswith("not JSON")

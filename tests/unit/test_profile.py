@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+from msgspec.structs import replace
 
 from bot.detect import Params
 from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
