@@ -37,6 +37,7 @@ def decoded(records: list[Any]) -> list[Any]:
     """Graph fetchers hand over each record's raw JSON (typed decoding happens in the normalizer)."""
     return [orjson.loads(bytes(r)) for r in records]
 
+
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ADA = ("ada@contoso.example", "11111111-0000-0000-0000-00000000ada0", "Ada Lovelace")
 
