@@ -328,6 +328,7 @@ async def build(
                     overlap=spec.overlap,
                     initial_lookback=spec.initial_lookback,
                     max_window=spec.max_window,
+                    keep_raw=settings.keep_raw,
                 )
             )
     if not pollers:

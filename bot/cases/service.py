@@ -103,6 +103,8 @@ class IngestResult:
     findings: int = 0
     cases_opened: int = 0
     cases_joined: int = 0
+    # (source, event id) of every event that became part of a case: its raw record is evidence
+    evidence: frozenset[tuple[str, str]] = frozenset()
 
 
 class CaseService:
@@ -156,7 +158,11 @@ class CaseService:
         actor: str = "system",
         action: str = "case.transition",
         detail: dict[str, Any] | None = None,
+        sink: list[audit.Pending] | None = None,
+        also_audit: Sequence[audit.Pending] = (),
     ) -> Case:
+        """Write the case, its outbox rows and its audit entries (`also_audit` first). With a `sink`,
+        the audit entries are collected there for the caller to chain in one go (ingest does, per batch)."""
         now = self.clock.now()
         if new:
             await repo.insert_case(conn, case)
@@ -167,14 +173,14 @@ class CaseService:
             await repo.enqueue(
                 conn, kind=kind, lane=lane, payload={"case_id": case.id, **payload}, now=now, case_id=case.id
             )
-        await audit.append(
-            conn,
-            at=now,
-            actor=actor,
-            action=action,
-            case_id=case.id,
-            detail={"state": case.state.value, **(detail or {})},
-        )
+        entries = [
+            *also_audit,
+            audit.Pending(now, actor, action, case.id, {"state": case.state.value, **(detail or {})}),
+        ]
+        if sink is not None:
+            sink.extend(entries)
+        else:
+            await audit.append_many(conn, entries)
         return case
 
     async def transition(
@@ -382,6 +388,7 @@ class CaseService:
                 total.findings + r.findings,
                 total.cases_opened + r.cases_opened,
                 total.cases_joined + r.cases_joined,
+                total.evidence | r.evidence,
             )
         return total
 
@@ -395,6 +402,7 @@ class CaseService:
         batch = _Batch(conn, tenant)
         found = 0
         dirty: set[str] = set()
+        evidence: set[tuple[str, str]] = set()
         # A total order: equal timestamps must not let arrival order change what is detected.
         for n, event in enumerate(sorted(events, key=lambda e: (e.occurred_at, e.source, e.event_id))):
             if n and n % YIELD_EVERY == 0:
@@ -416,6 +424,7 @@ class CaseService:
                 dirty.add(user)
             if findings and user:
                 found += len(findings)
+                evidence.add((event.source, event.event_id))
                 await self._correlate_user(batch, event, findings)
                 tz = next((c.slack_tz for c in batch.open_cases.get(user, []) if c.slack_tz), None)
                 if tz and user in profiles and profiles[user].tz is None:
@@ -424,15 +433,23 @@ class CaseService:
                     dirty.add(user)
             if spray_alarm and event.ip:
                 found += len(spray_alarm)
+                evidence.add((event.source, event.event_id))
                 await self._campaign_alarm(batch, fleet, event, spray_alarm)
-            elif event.kind == "sign_in" and not event.success and event.ip and fleet.sprayer(event.ip):
-                await self._campaign_member(batch, event)
+            elif (
+                event.kind == "sign_in"
+                and not event.success
+                and event.ip
+                and fleet.sprayer(event.ip)
+                and await self._campaign_member(batch, event)
+            ):
+                evidence.add((event.source, event.event_id))
         await self._flush_campaigns(batch)
+        await audit.append_many(conn, batch.audit)
         fleet.prune(max((e.occurred_at for e in events), default=now), self.params)
         await repo.save_fleet(conn, tenant, fleet, now)
         await repo.save_profiles(conn, tenant, [profiles[u] for u in sorted(dirty)], now)
         self._cache_profiles(tenant, {u: profiles[u] for u in dirty})
-        return IngestResult(len(events), found, batch.opened, batch.joined)
+        return IngestResult(len(events), found, batch.opened, batch.joined, frozenset(evidence))
 
     def _filter(
         self,
@@ -515,10 +532,10 @@ class CaseService:
     async def _correlate_user(self, batch: _Batch, event: Event, findings: list[Finding]) -> None:
         existing = await self._open_case_for(batch, event.user_principal, event.occurred_at)
         if existing is None:
-            case = await self._open(batch.conn, event, findings)
+            case = await self._open(batch, event, findings)
             batch.opened += 1
         else:
-            case = await self._join(batch.conn, existing, event, findings)
+            case = await self._join(batch, existing, event, findings)
             batch.joined += 1
         self._remember_case(batch, case)
 
@@ -530,24 +547,26 @@ class CaseService:
         members = tuple(sorted({a.user for a in window.attempts if not a.ok})) if window else ()
         existing = await self._open_case_for(batch, principal, event.occurred_at)
         if existing is None:
-            case = await self._open(batch.conn, event, findings, principal=principal, users=members)
+            case = await self._open(batch, event, findings, principal=principal, users=members)
             batch.opened += 1
         else:
             users = tuple(sorted({*existing.users, *members}))
-            case = await self._join(batch.conn, replace(existing, users=users), event, findings)
+            case = await self._join(batch, replace(existing, users=users), event, findings)
             batch.joined += 1
         self._remember_case(batch, case)
 
-    async def _campaign_member(self, batch: _Batch, event: Event) -> None:
-        """A further failure from a known sprayer: its account joins the campaign (written once per batch)."""
+    async def _campaign_member(self, batch: _Batch, event: Event) -> bool:
+        """A further failure from a known sprayer: its account joins the campaign (written once per batch).
+        False when no campaign case is open for the address."""
         assert event.ip is not None
         case = await self._open_case_for(batch, CAMPAIGN_PREFIX + event.ip, event.occurred_at)
         if case is None:
-            return
+            return False
         pending = batch.members.setdefault(case.id, (case, set(), []))
         if event.user_principal not in case.users:
             pending[1].add(event.user_principal)
         pending[2].append(event)
+        return True
 
     async def _flush_campaigns(self, batch: _Batch) -> None:
         for case_id, (_, users, events) in batch.members.items():
@@ -571,6 +590,7 @@ class CaseService:
                 effects,
                 action="campaign.members_added",
                 detail={"accounts": sorted(users), "attempts": len(events), "users": len(grown.users)},
+                sink=batch.audit,
             )
             self._remember_case(batch, saved)
         batch.members.clear()
@@ -581,7 +601,7 @@ class CaseService:
 
     async def _open(
         self,
-        conn: AsyncConnection,
+        batch: _Batch,
         event: Event,
         findings: list[Finding],
         *,
@@ -614,13 +634,13 @@ class CaseService:
             needs_two_approvers=(not campaign) and event.user_principal in self.protected_users,
             users=users,
         )
-        await self._commit(
-            conn,
-            case,
-            (),
-            new=True,
-            action="case.opened",
-            detail={
+        opened_entry = audit.Pending(
+            now,
+            "system",
+            "case.opened",
+            case.id,
+            {
+                "state": case.state.value,
                 "severity": severity.label,
                 "decision": decision.value,
                 "detectors": list(case.detectors),
@@ -628,8 +648,17 @@ class CaseService:
                 **({"users": list(users)} if campaign else {}),
             },
         )
+        # Opened and moved on by policy in one write; the audit log still tells the two steps apart.
         opened, effects = machine.apply(case, _OPENING[decision], now=now, timeouts=self.timeouts_for(case))
-        saved = await self._commit(conn, opened, effects, detail={"event": _OPENING[decision].value, "from": "new"})
+        saved = await self._commit(
+            batch.conn,
+            opened,
+            effects,
+            new=True,
+            detail={"event": _OPENING[decision].value, "from": "new"},
+            sink=batch.audit,
+            also_audit=[opened_entry],
+        )
         log.info(
             "case.opened",
             case_id=case.id,
@@ -639,7 +668,7 @@ class CaseService:
         )
         return saved
 
-    async def _join(self, conn: AsyncConnection, case: Case, event: Event, findings: list[Finding]) -> Case:
+    async def _join(self, batch: _Batch, case: Case, event: Event, findings: list[Finding]) -> Case:
         """A late or follow-up event joins the open case instead of opening another."""
         merged = (*case.findings, *findings)
         merged_severity = max(case.severity, case_severity(merged))
@@ -659,7 +688,7 @@ class CaseService:
         if grown.soc_card is not None:
             effects.append(machine.RefreshSocCard())
         return await self._commit(
-            conn,
+            batch.conn,
             grown,
             effects,
             action="case.findings_added",
@@ -668,6 +697,7 @@ class CaseService:
                 "reasons": [f.reason for f in findings],
                 "severity": grown.severity.label,
             },
+            sink=batch.audit,
         )
 
     # --- after a containment: watchlist, and the attacker's traces out of the baseline --------------
@@ -768,3 +798,4 @@ class _Batch:
         self.members: dict[str, tuple[Case, set[str], list[Event]]] = {}
         self.opened = 0
         self.joined = 0
+        self.audit: list[audit.Pending] = []  # chained in one go at the end of the batch

@@ -37,11 +37,13 @@ def _where(loc: Located | Event) -> str:
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
-    if not is_successful_sign_in(event) or not event.interactive or profile is None:
+    if not is_successful_sign_in(event) or not event.interactive or profile is None or not profile.recent_locations:
         return None
-    for prev in sorted(profile.recent_locations, key=lambda loc: loc.at, reverse=True):
+    for prev in reversed(profile.recent_locations):  # kept oldest first (bot.detect.profile): newest first here
         gap = event.occurred_at - prev.at
-        if gap.total_seconds() < 0 or gap > params.travel_window:
+        if gap > params.travel_window:
+            break  # every earlier one is further back still
+        if gap.total_seconds() < 0:
             continue
         minutes = max(1, round(gap.total_seconds() / 60))
         here, there = _coords(event), _coords(prev)

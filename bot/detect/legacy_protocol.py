@@ -11,6 +11,8 @@ outright and fires every time, as Sigma's rule does.
 
 from __future__ import annotations
 
+import functools
+
 from bot.detect import Params
 from bot.detect.common import finding, is_successful_sign_in, last_seen, warmed_up
 from bot.model import Event, Finding, Profile, Severity
@@ -42,11 +44,17 @@ LEGACY_CLIENTS = frozenset(
 ROPC_AGENTS = ("bav2ropc", "cbainprod", "cbaintar")
 
 
+@functools.lru_cache(maxsize=4096)
+def _ropc_agent(user_agent: str) -> bool:
+    """Cached per user agent, as scripted_client's classification: the same few hundred repeat."""
+    low = user_agent.lower()
+    return any(a in low for a in ROPC_AGENTS)
+
+
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if not is_successful_sign_in(event):
         return None
-    ua = (event.user_agent or "").lower()
-    ropc = (event.auth_protocol or "").lower() == "ropc" or any(a in ua for a in ROPC_AGENTS)
+    ropc = (event.auth_protocol or "").lower() == "ropc" or _ropc_agent(event.user_agent or "")
     legacy = event.client_app in LEGACY_CLIENTS
     if not (ropc or legacy):
         return None

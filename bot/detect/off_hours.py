@@ -34,13 +34,19 @@ def local_time(at: datetime, tz: str | None) -> datetime | None:
         return None  # an unknown zone name must not stop detection
 
 
-def share_at(hours: tuple[int, ...], at: datetime) -> float | None:
+def share_at(hours: tuple[int, ...], at: datetime, total: int | None = None) -> float | None:
     """The share of past sign-ins within ±1 hour of `at`'s hour (UTC), any day of the week."""
-    total = sum(hours) if len(hours) == HOURS_PER_WEEK else 0
+    if len(hours) != HOURS_PER_WEEK:
+        return None
+    total = sum(hours) if total is None else total
     if total == 0:
         return None
-    near = {(at.hour + d) % 24 for d in (-1, 0, 1)}
-    return sum(hours[day * 24 + h] for day in range(7) for h in near) / total
+    h = at.hour
+    before, after = (h - 1) % 24, (h + 1) % 24
+    near = 0
+    for day in range(0, HOURS_PER_WEEK, 24):
+        near += hours[day + before] + hours[day + h] + hours[day + after]
+    return near / total
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
@@ -48,11 +54,14 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
         return None
     if profile.sign_ins < params.off_hours_min_sign_ins:  # cheap bound first: hours count a subset of these
         return None
-    if not warmed_up(profile, event, params.baseline_warmup) or sum(profile.hours) < params.off_hours_min_sign_ins:
+    if not warmed_up(profile, event, params.baseline_warmup):
+        return None
+    total = sum(profile.hours)
+    if total < params.off_hours_min_sign_ins:
         return None
     if event.country and profile.countries and not profile.knows_country(event.country):
         return None  # abroad: hours learned at home (in UTC) say nothing about another time zone
-    share = share_at(profile.hours, event.occurred_at)
+    share = share_at(profile.hours, event.occurred_at, total)
     if share is None or share >= params.off_hours_max_share:
         return None
     local = local_time(event.occurred_at, profile.tz)

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import structlog
@@ -26,6 +26,8 @@ from bot.sources.normalize_entra import canonical_bytes
 from bot.store import repo
 
 log = structlog.get_logger("mailwarden.sources")
+
+KeepRaw = Literal["evidence", "all"]
 
 
 class SourceDisabled(Exception):
@@ -69,6 +71,7 @@ class Poller:
         overlap: timedelta,
         initial_lookback: timedelta,
         max_window: timedelta | None = None,
+        keep_raw: KeepRaw = "evidence",
     ) -> None:
         self.fetcher = fetcher
         self.engine = engine
@@ -79,6 +82,7 @@ class Poller:
         self.overlap = overlap
         self.initial_lookback = initial_lookback
         self.max_window = max_window  # e.g. the Management Activity API's 24-hour listing limit
+        self.keep_raw = keep_raw  # which records keep their JSON (Settings.keep_raw)
 
     @property
     def name(self) -> str:
@@ -104,7 +108,14 @@ class Poller:
         result.fetched = len(records)
         async with self.engine.begin() as conn:
             taken = await take_records(
-                conn, self.cases, source=source, kind=self.fetcher.kind, tenant=self.tenant, records=records, now=now
+                conn,
+                self.cases,
+                source=source,
+                kind=self.fetcher.kind,
+                tenant=self.tenant,
+                records=records,
+                now=now,
+                keep_raw=self.keep_raw,
             )
             # same transaction as the records: a crash before commit re-reads the window, never skips it
             await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
@@ -140,11 +151,10 @@ class Taken:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _payload(record: Any) -> tuple[bytes, str]:
-    """The record's JSON bytes and their text for `raw_events.payload`: exactly what the provider sent
-    when the fetcher kept the bytes (typed decoding, no re-encoding), else the sorted-key encoding."""
-    raw = bytes(record) if isinstance(record, (bytes, msgspec.Raw)) else canonical_bytes(record)
-    return raw, raw.decode("utf-8", "replace")
+def _json(record: Any) -> bytes:
+    """The record's JSON: exactly what the provider sent when the fetcher kept the bytes (typed
+    decoding, no re-encoding), else the sorted-key encoding of the decoded value."""
+    return bytes(record) if isinstance(record, (bytes, msgspec.Raw)) else canonical_bytes(record)
 
 
 async def take_records(
@@ -156,48 +166,35 @@ async def take_records(
     tenant: str,
     records: Sequence[Any],
     now: datetime,
+    keep_raw: KeepRaw = "evidence",
 ) -> Taken:
-    """Keep every record, then detect on the new ones, inside the caller's transaction.
+    """Keep every record, detect on the new ones, inside the caller's transaction.
 
     Records are decoded JSON values or one record's raw JSON (`msgspec.Raw` / bytes), which sign-ins
-    decode straight into a typed struct. Every record is stored, a rejected one with its reason, so the
-    cursor may pass it; one that was stored before (the poll window's overlap) is a duplicate and is not
-    detected on again."""
+    decode straight into a typed struct. Every record gets a raw_events row, a rejected one with its
+    reason, so the cursor may pass it; one that was stored before (the poll window's overlap) is a
+    duplicate and is not detected on again. The row keeps the record's JSON when it was rejected or
+    became evidence of a case (or always, with keep_raw="all")."""
     taken = Taken()
-    rows: list[dict[str, Any]] = []
-    items: list[Event | Rejection] = []
+    items: list[tuple[Event | Rejection, bytes]] = []
     for n, record in enumerate(records):
         if n and n % 64 == 0:
             await asyncio.sleep(0)  # normalizing a 1,000-record page must not hold up Slack acks
-        raw, payload = _payload(record)
-        normalized = normalize_json(kind, raw, tenant) if isinstance(record, (bytes, msgspec.Raw)) else None
-        for item in normalized if normalized is not None else normalize(kind, record, tenant):
-            items.append(item)
-            if isinstance(item, Rejection):
-                status, reason, occurred_at, user = "rejected", item.reason, None, None
-            else:
-                status, reason, occurred_at, user = "accepted", None, item.occurred_at, item.user_principal
-            rows.append(
-                {
-                    "source": source,
-                    "tenant": tenant,
-                    "event_id": item.event_id,
-                    "occurred_at": occurred_at,
-                    "user_principal": user,
-                    "status": status,
-                    "reason": reason,
-                    "payload": payload,
-                    "stored_at": now,
-                }
-            )
-    new = await repo.store_raw_batch(conn, rows)  # one round trip per page, not per record
+        raw = _json(record)
+        if isinstance(record, (bytes, msgspec.Raw)):
+            normalized = normalize_json(kind, raw, tenant)
+        else:
+            normalized = normalize(kind, record, tenant)
+        items.extend((item, raw) for item in normalized)
+    new = await repo.unseen_raw(conn, source, tenant, (item.event_id for item, _ in items))
     fresh: list[Event] = []
-    seen: set[str] = set()
-    for item in items:
-        if (source, item.event_id) not in new or item.event_id in seen:
+    kept: list[tuple[Event | Rejection, bytes]] = []
+    for item, raw in items:
+        if item.event_id not in new:
             taken.duplicates += isinstance(item, Event)
             continue
-        seen.add(item.event_id)
+        new.discard(item.event_id)  # the first of two copies in one batch is the one kept
+        kept.append((item, raw))
         if isinstance(item, Rejection):
             taken.rejections.append(item)
             log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
@@ -206,4 +203,18 @@ async def take_records(
     taken.stored = len(fresh)
     ingest = await cases.ingest(conn, fresh)
     taken.cases_opened = ingest.cases_opened
+    evidence = ingest.evidence
+    rows: list[repo.RawRow] = []
+    for item, raw in kept:
+        if isinstance(item, Rejection):
+            rows.append(
+                (source, tenant, item.event_id, None, None, "rejected", item.reason, raw.decode(errors="replace"), now)
+            )
+            continue
+        keep = keep_raw == "all" or (source, item.event_id) in evidence
+        payload = raw.decode(errors="replace") if keep else ""
+        rows.append(
+            (source, tenant, item.event_id, item.occurred_at, item.user_principal, "accepted", None, payload, now)
+        )
+    await repo.insert_raw(conn, rows)
     return taken

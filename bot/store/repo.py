@@ -150,7 +150,7 @@ async def load_profile(conn: AsyncConnection, tenant: str, user: str) -> Profile
 
 
 async def save_profile(conn: AsyncConnection, tenant: str, p: Profile, now: datetime) -> None:
-    data = dumps(codec.profile_to_dict(p))
+    data = codec.profile_json(p).decode()
     stmt = _insert(conn, profiles).values(tenant=tenant, user_principal=p.user_principal, data=data, updated_at=now)
     await conn.execute(
         stmt.on_conflict_do_update(index_elements=["tenant", "user_principal"], set_={"data": data, "updated_at": now})
@@ -279,24 +279,29 @@ async def save_profiles(conn: AsyncConnection, tenant: str, ps: Iterable[Profile
     """Upsert many profiles with one executemany."""
     rows = []
     for n, p in enumerate(ps):
-        rows.append(
-            {
-                "tenant": tenant,
-                "user_principal": p.user_principal,
-                "data": dumps(codec.profile_to_dict(p)),
-                "updated_at": now,
-            }
-        )
-        if n % 100 == 99:
-            await asyncio.sleep(0)  # encoding hundreds of profiles must not hold up Slack acks
+        rows.append({"tenant": tenant, "user_principal": p.user_principal, "data": codec.profile_json(p).decode()})
+        if n % 500 == 499:
+            await asyncio.sleep(0)  # encoding thousands of profiles must not hold up Slack acks
     if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        # The driver's own executemany, as for raw_events: SQLAlchemy's per-row processing cost more
+        # than SQLite's upsert.
+        stamp = _sqlite_value(now)
+        await conn.exec_driver_sql(_PROFILE_UPSERT, [(tenant, r["user_principal"], r["data"], stamp) for r in rows])
         return
     stmt = _insert(conn, profiles)
     stmt = stmt.on_conflict_do_update(
         index_elements=["tenant", "user_principal"],
         set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at},
     )
-    await conn.execute(stmt, rows)
+    await conn.execute(stmt, [{**r, "updated_at": now} for r in rows])
+
+
+_PROFILE_UPSERT = (
+    "INSERT INTO profiles (tenant, user_principal, data, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (tenant, user_principal) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
+)
 
 
 async def set_profile_tz(
@@ -418,34 +423,53 @@ async def store_raw_batch(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
     for source, tenant, eid in fresh:
         by_source.setdefault((source, tenant), []).append(eid)
     for (source, tenant), ids in by_source.items():
-        for chunk in _chunks(ids):
-            existing = await conn.execute(
-                select(raw_events.c.event_id).where(
-                    raw_events.c.source == source, raw_events.c.tenant == tenant, raw_events.c.event_id.in_(chunk)
-                )
-            )
-            for (eid,) in existing:
-                fresh.pop((source, tenant, eid), None)
-    if fresh and conn.dialect.name == "sqlite":
-        # The driver's own executemany: SQLAlchemy's per-row parameter processing costs more than SQLite
-        # itself here. Timestamps in the form UTCDateTime stores (naive UTC, microseconds).
-        await conn.exec_driver_sql(
-            _RAW_INSERT, [tuple(_sqlite_value(r[c]) for c in _RAW_COLUMNS) for r in fresh.values()]
-        )
-    elif fresh:
-        await conn.execute(insert(raw_events), list(fresh.values()))
+        new = await unseen_raw(conn, source, tenant, ids)
+        for eid in ids:
+            if eid not in new:
+                del fresh[(source, tenant, eid)]
+    await insert_raw(conn, list(fresh.values()))
     return {(s, e) for s, _, e in fresh}
 
 
-_RAW_COLUMNS = (
+async def unseen_raw(conn: AsyncConnection, source: str, tenant: str, ids: Iterable[str]) -> set[str]:
+    """The ids among `ids` that raw_events does not hold yet for this source and tenant."""
+    out = set(ids)
+    for chunk in _chunks(sorted(out)):
+        existing = await conn.execute(
+            select(raw_events.c.event_id).where(
+                raw_events.c.source == source, raw_events.c.tenant == tenant, raw_events.c.event_id.in_(chunk)
+            )
+        )
+        out.difference_update(eid for (eid,) in existing)
+    return out
+
+
+async def insert_raw(conn: AsyncConnection, rows: Sequence[dict[str, Any] | RawRow]) -> None:
+    """Insert raw_events rows (the caller has de-duplicated them) with one executemany. A row is a dict
+    of RAW_COLUMNS or a tuple in their order (what the poller builds: no dict per record)."""
+    tuples = [r if isinstance(r, tuple) else tuple(r[c] for c in RAW_COLUMNS) for r in rows]
+    if tuples and conn.dialect.name == "sqlite":
+        # The driver's own executemany: SQLAlchemy's per-row parameter processing costs more than SQLite
+        # itself here. Timestamps in the form UTCDateTime stores (naive UTC, microseconds).
+        await conn.exec_driver_sql(
+            _RAW_INSERT, [(*t[:3], _sqlite_value(t[3]), *t[4:8], _sqlite_value(t[8])) for t in tuples]
+        )
+    elif tuples:
+        await conn.execute(insert(raw_events), [dict(zip(RAW_COLUMNS, t, strict=True)) for t in tuples])
+
+
+RAW_COLUMNS = (
     "source", "tenant", "event_id", "occurred_at", "user_principal", "status", "reason", "payload", "stored_at"
 )  # fmt: skip
-_RAW_INSERT = f"INSERT INTO raw_events ({', '.join(_RAW_COLUMNS)}) VALUES ({', '.join('?' * len(_RAW_COLUMNS))})"  # noqa: S608 - fixed column names, not input
+# source, tenant, event_id, occurred_at, user_principal, status, reason, payload, stored_at
+RawRow = tuple[str, str, str, datetime | None, str | None, str, str | None, str, datetime]
+_RAW_INSERT = f"INSERT INTO raw_events ({', '.join(RAW_COLUMNS)}) VALUES ({', '.join('?' * len(RAW_COLUMNS))})"  # noqa: S608 - fixed column names, not input
 
 
 def _sqlite_value(v: Any) -> Any:
     if isinstance(v, datetime):
         if v.tzinfo is None:
             raise ValueError("naive datetime reached the database")
-        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # == strftime("%Y-%m-%d %H:%M:%S.%f") of the UTC time, at a third of the cost
+        return v.astimezone(UTC).isoformat(" ", "microseconds")[:26]
     return v
