@@ -14,8 +14,10 @@ window and at most one finding. The window is a plain value the caller keeps per
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime
+
+import msgspec
+from msgspec.structs import replace
 
 from bot.detect import Params
 from bot.detect.common import finding
@@ -27,16 +29,14 @@ ID = "password_spray"
 SPRAY_CODES = frozenset({50126, 50053, 50055, 0, -1})
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True, gc=False):  # one per sign-in: a Struct is built in C
     at: datetime
     ip: str
     user: str
     ok: bool
 
 
-@dataclass(frozen=True, slots=True)
-class SprayWindow:
+class SprayWindow(msgspec.Struct, frozen=True, gc=False):
     """Recent sign-in attempts per address, and addresses caught spraying (ip -> when, how many accounts)."""
 
     attempts: tuple[Attempt, ...] = ()

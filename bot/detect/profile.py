@@ -32,10 +32,10 @@ def remember(
         # The usual case, in event-time order with nothing to age out: move `key` to the end.
         # Same result as below, without building a dict and sorting (the pipeline's hot path).
         if entries and entries[-1][0] == key:
-            out = (*entries[:-1], (key, at))
+            out = (*entries[:-1], (key, at))  # the commonest of all: the same network, device, app again
         else:
             out = (*(kt for kt in entries if kt[0] != key), (key, at))
-        return out[-limit:] if limit > 0 else ()
+        return out if len(out) <= limit else out[-limit:] if limit > 0 else ()
     seen = dict(entries)
     prev = seen.get(key)
     if prev is None or prev < at:
@@ -53,10 +53,12 @@ def hour_of_week(at: datetime) -> int:
     return at.weekday() * 24 + at.hour
 
 
-def add_hour(hours: tuple[int, ...], at: datetime, cap: int) -> tuple[int, ...]:
+def add_hour(hours: tuple[int, ...], at: datetime, cap: int, at_most: int | None = None) -> tuple[int, ...]:
+    """One more sign-in in `at`'s hour of the week; halved past `cap`. `at_most` is a known upper bound
+    of the total (the user's sign-in count): below the cap it spares summing 168 buckets."""
     counts = list(hours) if len(hours) == HOURS_PER_WEEK else [0] * HOURS_PER_WEEK
     counts[hour_of_week(at)] += 1
-    if sum(counts) > cap:
+    if (at_most is None or at_most > cap) and sum(counts) > cap:
         counts = [c // 2 for c in counts]
     return tuple(counts)
 
@@ -69,12 +71,19 @@ def with_tz(profile: Profile, tz: str | None) -> Profile:
 def _locations(p: Profile, event: Event, params: Params) -> tuple[Located, ...]:
     if not event.country and event.latitude is None:
         return p.recent_locations
-    keep = max(params.travel_window, params.travel_country_window)
+    horizon = event.occurred_at - max(params.travel_window, params.travel_country_window)
     here = Located(
         at=event.occurred_at, country=event.country, latitude=event.latitude, longitude=event.longitude, ip=event.ip
     )
-    kept = [loc for loc in p.recent_locations if loc.at >= event.occurred_at - keep]
-    return tuple(sorted([*kept, here], key=lambda loc: loc.at)[-params.max_locations :])
+    old = p.recent_locations
+    if not old or old[-1].at < horizon:
+        return (here,)  # nothing recent: the usual case for a person's next sign-in hours later
+    kept = [loc for loc in old if loc.at >= horizon]
+    if kept[-1].at <= here.at:
+        kept.append(here)  # in event-time order: already sorted
+    else:
+        kept = sorted([*kept, here], key=lambda loc: loc.at)
+    return tuple(kept[-params.max_locations :])
 
 
 def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:
@@ -100,7 +109,8 @@ def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:
         else p.client_apps,
         known_ips=remember(p.known_ips, event.ip, at, memory, params.max_known_ips) if event.ip else p.known_ips,
         # Non-interactive sign-ins are token refreshes at any hour; only a person's sign-ins say when they work.
-        hours=add_hour(p.hours, at, params.hours_cap) if event.interactive else p.hours,
+        # the hours count a subset of the sign-ins (halving only lowers them): a bound for the total
+        hours=add_hour(p.hours, at, params.hours_cap, at_most=p.sign_ins + 1) if event.interactive else p.hours,
         recent_locations=_locations(p, event, params),
     )
 

@@ -173,13 +173,13 @@ def ip(value: Any) -> str | None:
     raw = text(value, 80)
     if raw is None:
         return None
-    return _canonical_ip(raw)
+    return canonical_ip(raw)
 
 
 @functools.lru_cache(maxsize=65536)
-def _canonical_ip(raw: str) -> str | None:
-    """Cached: a tenant's sign-ins come from far fewer addresses than records (bounded, so a flood of
-    distinct addresses only costs misses)."""
+def canonical_ip(raw: str) -> str | None:
+    """`ip()` for stripped, clipped text. Cached: a tenant's sign-ins come from far fewer addresses than
+    records (bounded, so a flood of distinct addresses only costs misses)."""
     m = _BRACKETED.match(raw)
     candidates = [m.group(1)] if m else [raw]
     if not m and raw.count(":") == 1:

@@ -20,6 +20,7 @@ from bot.model import Event, Rejection
 from bot.sources.normalize_common import (
     boolean,
     canonical_bytes,
+    canonical_ip,
     digest_id,
     integer,
     ip,
@@ -97,6 +98,8 @@ def _scopes(details: Any) -> tuple[str, ...]:
 
 
 def _flags(risk_types: tuple[str, ...]) -> tuple[str, ...]:
+    if not risk_types:
+        return ()
     out: list[str] = []
     if ANONYMIZER_RISKS.intersection(risk_types):
         out.append("anonymizer")
@@ -203,10 +206,15 @@ class _Status(msgspec.Struct):
     failureReason: str | None = None
 
 
+class _Geo(msgspec.Struct):
+    latitude: float | None = None
+    longitude: float | None = None
+
+
 class _Location(msgspec.Struct):
     city: str | None = None
     countryOrRegion: str | None = None
-    geoCoordinates: dict[str, Any] | None = None
+    geoCoordinates: _Geo | None = None
 
 
 class _Device(msgspec.Struct):
@@ -234,13 +242,13 @@ class SignInWire(msgspec.Struct):
     sessionId: str | None = None
     conditionalAccessStatus: str | None = None
     isInteractive: Any = None
-    signInEventTypes: Any = None
+    signInEventTypes: list[str] | None = None
     status: _Status | None = None
     deviceDetail: _Device | None = None
     location: _Location | None = None
     networkLocationDetails: Any = None
-    riskEventTypes: Any = None
-    riskEventTypes_v2: Any = None
+    riskEventTypes: list[str] | None = None
+    riskEventTypes_v2: list[str] | None = None
     riskLevelDuringSignIn: str | None = None
     riskLevelAggregated: str | None = None
     riskState: str | None = None
@@ -257,11 +265,17 @@ _DECODER = msgspec.json.Decoder(SignInWire)
 _NO_STATUS = _Status()
 _NO_LOCATION = _Location()
 _NO_DEVICE = _Device()
+_NO_GEO = _Geo()
 
 
 def _s(value: str | None, limit: int) -> str | None:
     """`text()` for a value already known to be a str or None."""
     return (value.strip()[:limit] or None) if value else None
+
+
+def _strings(values: list[str] | None) -> tuple[str, ...]:
+    """`strings(values, 64)` for a list already known to hold only text."""
+    return strings(values, 64) if values else ()
 
 
 def signin_from_json(raw: bytes, tenant: str) -> Event | None:
@@ -292,14 +306,18 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
     if code is None:
         return None
     location = w.location or _NO_LOCATION
-    geo = location.geoCoordinates or {}
-    lat, lon = latlon(geo.get("latitude"), geo.get("longitude"))
+    geo = location.geoCoordinates or _NO_GEO
+    lat, lon = geo.latitude, geo.longitude
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat == 0 and lon == 0):
+        lat = lon = None  # as latlon(): both or neither, on the globe, and (0, 0) is "unknown"
     device = w.deviceDetail or _NO_DEVICE
-    device_text = " / ".join(t for t in (_s(device.operatingSystem, 100), _s(device.browser, 100)) if t)
-    risk_types = strings(w.riskEventTypes_v2, 64) or strings(w.riskEventTypes, 64)
+    system, browser = _s(device.operatingSystem, 100), _s(device.browser, 100)
+    device_text = f"{system} / {browser}" if system and browser else system or browser
+    risk_types = _strings(w.riskEventTypes_v2) or _strings(w.riskEventTypes)
     risk_level = _s(w.riskLevelDuringSignIn, 16) or _s(w.riskLevelAggregated, 16)
     networks = [n for d in _list(w.networkLocationDetails) for n in strings(obj(d).get("networkNames"))]
-    event_types = strings(w.signInEventTypes, 64)
+    event_types = _strings(w.signInEventTypes)
+    address = _s(w.ipAddress, 80)
     interactive = "interactiveUser" in event_types if event_types else boolean(w.isInteractive)
     return Event(
         source=SOURCE,
@@ -313,7 +331,7 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
         success=code == 0,
         error_code=code,
         failure_reason=_s(status.failureReason, 512) if code != 0 else None,
-        ip=ip(w.ipAddress),
+        ip=canonical_ip(address) if address else None,
         country=(_s(location.countryOrRegion, 8) or "").upper() or None,
         city=_s(location.city, 128),
         app=_s(w.appDisplayName, 256),
@@ -337,16 +355,25 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
         workload="AzureActiveDirectory",
         app_id=_s(w.appId, 64),
         scopes=_scopes(w.authenticationProcessingDetails) if w.authenticationProcessingDetails else (),
-        parameters=params(
-            [
-                ("resource", w.resourceDisplayName),
-                ("resource_id", w.resourceId),
-                ("conditional_access", w.conditionalAccessStatus),
-                ("token_issuer", w.tokenIssuerType),
-                ("unique_token_id", w.uniqueTokenIdentifier),
-                ("correlation_id", w.correlationId),
-                ("named_networks", networks),
-                ("sign_in_event_types", list(event_types)),
-            ]
-        ),
+        parameters=_parameters(w, networks, event_types),
     )
+
+
+def _parameters(w: SignInWire, networks: list[str], event_types: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`params([...])` of the dict path, for values already known to be text (lists only when present)."""
+    out: list[tuple[str, str]] = []
+    if w.resourceDisplayName and (t := w.resourceDisplayName.strip()[:512]):
+        out.append(("resource", t))
+    if w.resourceId and (t := w.resourceId.strip()[:512]):
+        out.append(("resource_id", t))
+    if w.conditionalAccessStatus and (t := w.conditionalAccessStatus.strip()[:512]):
+        out.append(("conditional_access", t))
+    if w.tokenIssuerType and (t := w.tokenIssuerType.strip()[:512]):
+        out.append(("token_issuer", t))
+    if w.uniqueTokenIdentifier and (t := w.uniqueTokenIdentifier.strip()[:512]):
+        out.append(("unique_token_id", t))
+    if w.correlationId and (t := w.correlationId.strip()[:512]):
+        out.append(("correlation_id", t))
+    if networks or event_types:
+        out.extend(params([("named_networks", networks), ("sign_in_event_types", list(event_types))]))
+    return tuple(out)

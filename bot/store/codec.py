@@ -155,7 +155,8 @@ def profile_from_dict(d: dict[str, Any]) -> Profile:
     return Profile(
         user_principal=d["user_principal"],
         first_seen=_ptr(d["first_seen"]),
-        sign_ins=int(d.get("sign_ins", 0)),
+        # never below the hours' total: detection relies on sign_ins bounding it (bot.detect.profile.add_hour)
+        sign_ins=max(int(d.get("sign_ins", 0)), sum(int(h) for h in d.get("hours") or ())),
         countries=tuple((c, _ptr(t)) for c, t in d.get("countries", [])),
         recent_failures=tuple(FailedAttempt(at=_ptr(t), ip=ip) for t, ip in d.get("recent_failures", [])),
         asns=_unseen(d.get("asns"), int),
