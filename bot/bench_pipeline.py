@@ -37,6 +37,7 @@ import psutil  # type: ignore[import-untyped]
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import SimClock
+from bot.config import Settings
 from bot.detect import Params
 from bot.replay import quiet_logs
 from bot.sources.base import take_records
@@ -184,7 +185,7 @@ async def bench(events: int, db_path: str | None = None, progress: bool = False)
             Params(enabled=None),
             Timeouts(user_answer=timedelta(minutes=15), soc_decision=timedelta(minutes=30)),
             timedelta(hours=24),
-            profile_cache_size=50_000,
+            profile_cache_size=Settings.model_fields["profile_cache_users"].default,  # as `mailwarden run` on SQLite
         )
         try:
             for k in range(gen.pages()):

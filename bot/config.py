@@ -118,6 +118,8 @@ class Settings(BaseModel):
     # rejected records and of records that became evidence of a case; "all" keeps every one, at
     # ~2.5 KB per sign-in (a 10,000-user tenant signs in about 1.5 M times a day: ~3.7 GB a day).
     keep_raw: Literal["evidence", "all"] = "evidence"
+    # Baselines kept in memory between polls on SQLite (one replica): about 3 KB each.
+    profile_cache_users: int = Field(default=20_000, ge=0)
 
     # Case life and the escalation ladder: user reminder -> user timeout -> SOC card -> SOC reminder
     # -> SOC timeout -> page. Per-severity overrides in TOML, e.g. [mailwarden.ladder.critical] soc_timeout_s = 300

@@ -256,6 +256,10 @@ async def build(
         policy=detection_policy(settings),
         watchlist_for=timedelta(days=settings.watchlist_days),
         containment_quiet=timedelta(hours=settings.containment_quiet_hours),
+        # SQLite means one replica, the only writer of profiles: keep the recently used ones in memory
+        # rather than reading and parsing them again for every poll (several replicas share PostgreSQL,
+        # where another replica may have written a profile since: read it every time).
+        profile_cache_size=settings.profile_cache_users if db.is_sqlite(settings.database_url) else 0,
     )
     executor = Executor(
         engine,

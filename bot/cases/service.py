@@ -495,10 +495,13 @@ class CaseService:
         cache = self._profile_cache
         if cache is None:
             return
+        absent = self._known_absent
         for u, p in ps.items():
-            cache.pop((tenant, u), None)
-            cache[(tenant, u)] = p
-            self._known_absent.discard((tenant, u))
+            key = (tenant, u)
+            cache.pop(key, None)  # re-inserted last: the dict's order is the recency order
+            cache[key] = p
+            if absent:
+                absent.discard(key)
         while len(cache) > self.profile_cache_size:
             cache.pop(next(iter(cache)))  # the least recently written
 

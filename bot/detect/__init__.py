@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
+from types import ModuleType
 
 from bot.model import Event, Finding, Profile
 
@@ -144,7 +145,7 @@ NOT_DETECTORS = frozenset({"common", "fleet", "policy", "profile", "scoring"})
 
 
 @cache
-def _registry() -> tuple[tuple[str, Detector], ...]:
+def _modules() -> tuple[ModuleType, ...]:
     """Every module here with an ID and a per-user `detect`: adding a detector is adding its module."""
     # Imported lazily: each detector module imports Params from this package.
     mods = [
@@ -152,8 +153,12 @@ def _registry() -> tuple[tuple[str, Detector], ...]:
         for m in pkgutil.iter_modules(__path__)
         if m.name not in NOT_DETECTORS
     ]
-    mods = [m for m in mods if hasattr(m, "detect") and hasattr(m, "ID")]
-    return tuple((m.ID, m.detect) for m in sorted(mods, key=lambda m: m.ID))
+    return tuple(sorted((m for m in mods if hasattr(m, "detect") and hasattr(m, "ID")), key=lambda m: m.ID))
+
+
+@cache
+def _registry() -> tuple[tuple[str, Detector], ...]:
+    return tuple((m.ID, m.detect) for m in _modules())
 
 
 def detector_ids() -> tuple[str, ...]:
@@ -162,10 +167,19 @@ def detector_ids() -> tuple[str, ...]:
 
 
 @cache
-def _enabled(enabled: frozenset[str] | None) -> tuple[Detector, ...]:
-    return tuple(d for i, d in _registry() if enabled is None or i in enabled)
+def _enabled(enabled: frozenset[str] | None, kind: str) -> tuple[Detector, ...]:
+    """The enabled detectors that read events of `kind` (a module's KINDS; all kinds when it has none)."""
+    return tuple(
+        d for i, d, kinds in _registry_kinds() if (enabled is None or i in enabled) and (kinds is None or kind in kinds)
+    )
+
+
+@cache
+def _registry_kinds() -> tuple[tuple[str, Detector, frozenset[str] | None], ...]:
+    mods = {m.ID: m for m in _modules()}
+    return tuple((i, d, getattr(mods[i], "KINDS", None)) for i, d in _registry())
 
 
 def run_all(event: Event, profile: Profile | None, params: Params) -> list[Finding]:
     """The enabled per-user detectors on one event (cross-user ones: bot.detect.fleet.observe_fleet)."""
-    return [f for d in _enabled(params.enabled) if (f := d(event, profile, params)) is not None]
+    return [f for d in _enabled(params.enabled, event.kind) if (f := d(event, profile, params)) is not None]

@@ -13,6 +13,7 @@ from bot.detect.common import finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "audit_throttled"
+KINDS = frozenset({"mail_access"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:

@@ -10,11 +10,14 @@ from bot.detect import Params
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "failed_then_success"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if profile is None or event.kind != "sign_in" or not event.success:
         return None
+    if len(profile.recent_failures) < params.failed_then_success_min_failures:
+        return None  # the usual case, decided without reading the clock
     start = event.occurred_at - params.failed_then_success_window
     failures = [f for f in profile.recent_failures if start <= f.at <= event.occurred_at]
     if len(failures) < params.failed_then_success_min_failures:

@@ -14,6 +14,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "impersonation_role"
+KINDS = frozenset({"consent", "role_assignment"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 ROLES = {"applicationimpersonation": "ApplicationImpersonation", "mailbox import export": "Mailbox Import Export"}
 

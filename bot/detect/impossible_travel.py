@@ -15,6 +15,7 @@ from bot.detect.common import finding, is_successful_sign_in
 from bot.model import Event, Finding, Located, Profile, Severity
 
 ID = "impossible_travel"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 EARTH_KM = 6371.0088
 
 

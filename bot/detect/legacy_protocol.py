@@ -18,6 +18,7 @@ from bot.detect.common import finding, is_successful_sign_in, last_seen, warmed_
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "legacy_protocol"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 LEGACY_CLIENTS = frozenset(
     {

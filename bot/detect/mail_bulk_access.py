@@ -21,6 +21,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "mail_bulk_access"
+KINDS = frozenset({"mail_access"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 GRAPH_APP = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph resource (detections.md §2.3)
 
 

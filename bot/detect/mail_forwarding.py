@@ -18,6 +18,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "mail_forwarding"
+KINDS = frozenset({"forwarding"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 HIDING = (("DeliverToMailboxAndForward", "false"), ("DeleteMessage", "true"), ("StopProcessingRules", "true"))
 

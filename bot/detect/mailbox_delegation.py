@@ -13,6 +13,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "mailbox_delegation"
+KINDS = frozenset({"mailbox_permission"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 READ_RIGHTS = ("FullAccess", "ChangePermission", "ChangeOwner")
 

@@ -14,6 +14,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "mailbox_export"
+KINDS = frozenset({"export"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def _what(event: Event) -> str:

@@ -12,6 +12,7 @@ from bot.detect.common import last_seen
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "new_country"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:

@@ -13,6 +13,7 @@ from bot.detect.profile import device_key
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "new_device"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:

@@ -19,6 +19,7 @@ from bot.detect.common import clip, finding, last_seen
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "oauth_mail_consent"
+KINDS = frozenset({"consent"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 MS_MAIL = frozenset(
     {

@@ -23,6 +23,7 @@ from bot.detect.profile import HOURS_PER_WEEK
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "off_hours"
+KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def local_time(at: datetime, tz: str | None) -> datetime | None:

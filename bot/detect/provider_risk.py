@@ -15,6 +15,7 @@ from bot.detect.common import clip, finding
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "provider_risk"
+KINDS = frozenset({"risk", "sign_in", "other"})  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 CLOSED = frozenset({"remediated", "dismissed", "confirmedsafe"})
 LEVELS = {"low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH}

@@ -13,11 +13,12 @@ import ipaddress
 
 from bot.detect import Params
 from bot.detect.common import finding
-from bot.model import Event, Finding, Profile, Severity
+from bot.model import EVENT_KINDS, Event, Finding, Profile, Severity
 
 ID = "risky_ip"
 # Kinds whose IP is the provider's own (risk detections, alerts) are provider_risk's to read.
 SKIP_KINDS = frozenset({"risk", "alert"})
+KINDS = frozenset(EVENT_KINDS) - SKIP_KINDS  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 
 def _listed(ip: str, params: Params) -> bool:

@@ -15,9 +15,10 @@ import re
 
 from bot.detect import Params
 from bot.detect.common import clip, finding
-from bot.model import Event, Finding, Profile, Severity
+from bot.model import EVENT_KINDS, Event, Finding, Profile, Severity
 
 ID = "scripted_client"
+KINDS = frozenset(EVENT_KINDS) - {"risk", "alert"}  # the event kinds it reads (bot.detect.run_all skips the rest)
 
 # Offensive tooling: someone is attacking on purpose.
 TOOLS: tuple[tuple[str, re.Pattern[str]], ...] = (

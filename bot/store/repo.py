@@ -468,8 +468,10 @@ _RAW_INSERT = f"INSERT INTO raw_events ({', '.join(RAW_COLUMNS)}) VALUES ({', '.
 
 def _sqlite_value(v: Any) -> Any:
     if isinstance(v, datetime):
-        if v.tzinfo is None:
-            raise ValueError("naive datetime reached the database")
-        # == strftime("%Y-%m-%d %H:%M:%S.%f") of the UTC time, at a third of the cost
-        return v.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        if v.tzinfo is not UTC:  # normalizers hand over UTC already; anything else is converted
+            if v.tzinfo is None:
+                raise ValueError("naive datetime reached the database")
+            v = v.astimezone(UTC)
+        # == strftime("%Y-%m-%d %H:%M:%S.%f"), at a third of the cost
+        return v.isoformat(" ", "microseconds")[:26]
     return v

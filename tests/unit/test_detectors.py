@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from msgspec.structs import replace
 
-from bot.detect import CROSS_USER, RELEASED, Params, detector_ids, registry, run_all
+from bot.detect import CROSS_USER, RELEASED, Params, _modules, detector_ids, registry, run_all
 from bot.detect.fleet import Fleet, fleet_from_dict, fleet_to_dict, observe_fleet
 from bot.detect.profile import observe, with_tz
-from bot.model import Event, Finding, Profile, Severity
+from bot.model import EVENT_KINDS, Event, Finding, Profile, Severity
 from bot.sources.normalize import normalize
 from bot.sources.normalize_entra import normalize_signin
 
@@ -160,3 +160,33 @@ def test_cross_user_state_is_bounded() -> None:
     later = replace(e, occurred_at=t + timedelta(days=3), ip="198.51.100.1")
     fleet, _ = observe_fleet(fleet, later, params)
     assert len(fleet.spray.attempts) == 1 and fleet.spray.sprayers == ()
+
+
+def test_every_detector_declares_the_kinds_it_reads_and_finds_nothing_in_others() -> None:
+    """run_all calls a detector only for its module's KINDS: on every sample record, recast as each kind
+    outside them, the detector must say nothing, so skipping it changes no result."""
+    modules = {m.ID: m for m in _modules()}
+    assert set(modules) == set(registry())
+    for detector, module in modules.items():
+        kinds = getattr(module, "KINDS", None)
+        assert isinstance(kinds, frozenset) and kinds and kinds <= set(EVENT_KINDS), detector
+    checked = 0
+    for path in sorted(DETECT.glob("*.samples.json")):
+        for sample in json.loads(path.read_text()):
+            kind = sample.get("kind", "entra-signin")
+            params = Params(enabled=None)
+            profiles: dict[str, Profile] = {}
+            for e in sorted((e for r in sample["history"] for e in events(kind, r)), key=lambda e: e.occurred_at):
+                profiles[e.user_principal] = observe(profiles.get(e.user_principal), e, params)
+            for e in events(kind, sample["record"]):
+                for as_kind in EVENT_KINDS:
+                    recast = replace(e, kind=as_kind)
+                    for detector, module in modules.items():
+                        if as_kind not in module.KINDS:
+                            checked += 1
+                            assert module.detect(recast, profiles.get(e.user_principal), params) is None, (
+                                detector,
+                                as_kind,
+                                sample["name"],
+                            )
+    assert checked > 1000
