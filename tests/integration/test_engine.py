@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.audit import log as audit
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import SimClock
@@ -193,3 +194,18 @@ async def test_the_cases_slack_time_zone_reaches_the_profile(engine: AsyncEngine
     async with engine.connect() as conn:
         p = await repo.load_profile(conn, "t", "jo@contoso.example")
     assert p is not None and p.tz == "America/New_York"
+
+
+async def test_audit_entries_chained_in_batches_verify_like_single_ones(engine: AsyncEngine) -> None:
+    t = datetime(2026, 1, 5, tzinfo=UTC)
+    async with engine.begin() as conn:
+        one = await audit.append(conn, at=t, actor="system", action="a", detail={"n": 0})
+        batch = await audit.append_many(
+            conn, [audit.Pending(t, "system", "b", "case-1", {"n": i}) for i in range(1, 4)]
+        )
+        assert await audit.append_many(conn, []) == []
+        last = await audit.append(conn, at=t, actor="U1", action="c")
+    assert [e.seq for e in (one, *batch, last)] == [1, 2, 3, 4, 5]
+    assert [e.prev_hash for e in (*batch, last)] == [e.hash for e in (one, *batch)]
+    async with engine.connect() as conn:
+        assert (await audit.check(conn)).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 from kiota_abstractions.api_error import APIError
 from sqlalchemy import func, select
@@ -107,3 +108,38 @@ async def test_throttled_poll_is_retried_after_retry_after(sandbox: Sandbox) -> 
     assert result.stored == HISTORY
     statuses = [r.status for r in sandbox.graph.requests if r.path.endswith("/auditLogs/signIns")]
     assert statuses == [429, 200]
+
+
+async def payloads(sb: Sandbox) -> dict[str, str]:
+    async with sb.bot.engine.connect() as conn:
+        rows = await conn.execute(select(raw_events.c.event_id, raw_events.c.payload))
+        return {r.event_id: r.payload for r in rows}
+
+
+async def test_raw_json_is_kept_for_evidence_and_rejections_not_for_ordinary_records(sandbox: Sandbox) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    t = sandbox.clock.now() - timedelta(seconds=110)
+    ordinary = sign_in(upn, gid, name, t, seq=7)
+    abroad = sign_in(upn, gid, name, t + timedelta(seconds=5), seq=8, country="KP", city="Pyongyang", ip="175.45.176.9")
+    broken = sign_in(upn, gid, name, t, seq=9)
+    broken["status"] = {"errorCode": [1, 2]}
+    for r in (ordinary, abroad, broken):
+        sandbox.graph.add_sign_in(r)
+    sandbox.clock.advance(timedelta(seconds=60))
+    result = await sandbox.bot.poller.poll_once()
+    assert result.stored == 2 and result.rejected == 1 and result.cases_opened == 1
+    kept = await payloads(sandbox)
+    assert kept[ordinary["id"]] == ""  # its row still de-duplicates the overlap
+    assert orjson.loads(kept[abroad["id"]]) == abroad  # evidence of the case: exactly what Graph sent
+    assert orjson.loads(kept[broken["id"]]) == broken  # rejected: kept with its reason
+    async with sandbox.bot.engine.connect() as conn:
+        case = await repo.open_case_for(conn, TENANT, upn.lower(), t - timedelta(days=1))
+    assert case is not None and [e.event_id for e in case.events] == [abroad["id"]]
+
+
+async def test_keep_raw_all_keeps_every_record(sandbox: Sandbox) -> None:
+    sandbox.bot.poller.keep_raw = "all"
+    await sandbox.bot.poller.poll_once()
+    kept = await payloads(sandbox)
+    assert len(kept) == HISTORY and all(orjson.loads(p)["id"] == eid for eid, p in kept.items())

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from msgspec.structs import replace
 
 from bot.detect import Params
 from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
 from bot.model import Event, Profile
-from bot.store.codec import profile_from_dict, profile_to_dict
+from bot.store.codec import profile_from_dict, profile_json, profile_to_dict
 
 T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -122,3 +123,22 @@ def test_codec_round_trip_and_old_shape() -> None:
     back = profile_from_dict(old)
     assert back.sign_ins == 3 and back.countries == (("US", T),) and back.asns == () and back.hours == ()
     assert back.tz is None and back.recent_locations == ()
+
+
+def test_profile_json_writes_what_profile_to_dict_describes() -> None:
+    params = Params()
+    p: Profile | None = None
+    for i in range(40):
+        p = observe(
+            p, sign_in(i, success=i % 7 != 0, occurred_at=T + timedelta(minutes=37 * i, microseconds=i)), params
+        )
+    assert p is not None and p.recent_failures and p.recent_locations and p.hours
+    p = with_tz(p, "Europe/Lisbon")
+    assert orjson.loads(profile_json(p)) == profile_to_dict(p)
+    assert profile_from_dict(orjson.loads(profile_json(p))) == p
+
+
+def test_a_stored_profile_never_counts_fewer_sign_ins_than_its_hours() -> None:
+    """add_hour skips summing the histogram while sign_ins bounds it; an old row must not break that."""
+    old = {"user_principal": "jo@contoso.example", "first_seen": T.isoformat(), "sign_ins": 0, "hours": [3] * 168}
+    assert profile_from_dict(old).sign_ins == 3 * 168
