@@ -12,6 +12,7 @@ export that wraps the same object in `properties` (the form Panther, Elastic and
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -23,8 +24,7 @@ from bot.sources.normalize_common import (
     canonical_ip,
     digest_id,
     integer,
-    ip,
-    latlon,
+    number,
     obj,
     params,
     parse_time,
@@ -71,19 +71,6 @@ def unwrap(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     return record, None
 
 
-def _interactive(record: dict[str, Any], category: str | None) -> bool:
-    """Beta's `signInEventTypes` is the most specific; then `isInteractive`; then the export's category."""
-    types = strings(record.get("signInEventTypes"), 64)
-    if types:
-        return "interactiveUser" in types
-    flag = boolean(record.get("isInteractive"))
-    if flag is not None:
-        return flag
-    if category is not None:
-        return category == "SignInLogs"
-    return True
-
-
 def _scopes(details: Any) -> tuple[str, ...]:
     """`authenticationProcessingDetails` "Oauth Scope Info" holds a JSON-encoded list of scopes."""
     for entry in details if isinstance(details, list) else []:
@@ -125,64 +112,8 @@ def normalize_signin(record: Any, tenant: str) -> Event | Rejection:
     code = integer(raw_code) if raw_code is not None else 0
     if code is None:
         return Rejection(SOURCE, rid, f"status.errorCode: not an integer: {type(raw_code).__name__}")
-    location = obj(record.get("location"))
-    geo = obj(location.get("geoCoordinates"))
-    lat, lon = latlon(geo.get("latitude"), geo.get("longitude"))
-    device = obj(record.get("deviceDetail"))
-    device_text = " / ".join(
-        t for t in (text(device.get("operatingSystem"), 100), text(device.get("browser"), 100)) if t
-    )
-    risk_types = strings(record.get("riskEventTypes_v2"), 64) or strings(record.get("riskEventTypes"), 64)
-    risk_level = text(record.get("riskLevelDuringSignIn"), 16) or text(record.get("riskLevelAggregated"), 16)
-    networks = [n for d in _list(record.get("networkLocationDetails")) for n in strings(obj(d).get("networkNames"))]
-    return Event(
-        source=SOURCE,
-        event_id=rid,
-        tenant=tenant,
-        occurred_at=occurred,
-        user_principal=upn.lower(),
-        user_id=text(record.get("userId"), 64),
-        user_display=text(record.get("userDisplayName"), 256) or upn,
-        kind="sign_in",
-        success=code == 0,
-        error_code=code,
-        failure_reason=text(status.get("failureReason"), 512) if code != 0 else None,
-        ip=ip(record.get("ipAddress")),
-        country=(text(location.get("countryOrRegion"), 8) or "").upper() or None,
-        city=text(location.get("city"), 128),
-        app=text(record.get("appDisplayName"), 256),
-        client_app=text(record.get("clientAppUsed"), 128),
-        user_agent=text(record.get("userAgent"), 512),
-        device=device_text or None,
-        interactive=_interactive(record, category),
-        asn=integer(record.get("autonomousSystemNumber")),
-        latitude=lat,
-        longitude=lon,
-        flags=_flags(risk_types),
-        user_type=(text(record.get("userType"), 32) or "").lower() or None,
-        auth_protocol=text(record.get("authenticationProtocol"), 32),
-        auth_requirement=text(record.get("authenticationRequirement"), 64),
-        device_id=text(device.get("deviceId"), 64),
-        session_id=text(record.get("sessionId"), 64) or text(record.get("correlationId"), 64),
-        risk_types=risk_types,
-        risk_level=risk_level.lower() if risk_level else None,
-        risk_state=text(record.get("riskState"), 32),
-        operation="signIn",
-        workload="AzureActiveDirectory",
-        app_id=text(record.get("appId"), 64),
-        scopes=_scopes(record.get("authenticationProcessingDetails")),
-        parameters=params(
-            [
-                ("resource", record.get("resourceDisplayName")),
-                ("resource_id", record.get("resourceId")),
-                ("conditional_access", record.get("conditionalAccessStatus")),
-                ("token_issuer", record.get("tokenIssuerType")),
-                ("unique_token_id", record.get("uniqueTokenIdentifier")),
-                ("correlation_id", record.get("correlationId")),
-                ("named_networks", networks),
-                ("sign_in_event_types", list(strings(record.get("signInEventTypes"), 64))),
-            ]
-        ),
+    return _event(
+        _loose_wire(record, status), tenant, rid=rid, occurred=occurred, upn=upn, code=code, category=category
     )
 
 
@@ -300,16 +231,77 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
         occurred = parse_time(w.createdDateTime)
     except (ValueError, TypeError, OverflowError):
         return None
-    status = w.status or _NO_STATUS
-    raw_code = status.errorCode
+    raw_code = (w.status or _NO_STATUS).errorCode
     code = integer(raw_code) if raw_code is not None else 0
     if code is None:
         return None
+    return _event(w, tenant, rid=rid, occurred=occurred, upn=upn, code=code, category=None)
+
+
+_WHOLE = 4096  # longer than any field's own limit: `_event` clips each to its own
+
+
+def _loose_wire(record: dict[str, Any], status: dict[str, Any]) -> SignInWire:
+    """A dict's values read into the struct's types, as text() and friends read them (what does not fit
+    reads as missing): the dict path then builds its Event exactly as the fast path does. (A Struct's
+    constructor checks no types; only decoding does.)"""
+    location, device = obj(record.get("location")), obj(record.get("deviceDetail"))
+    geo = obj(location.get("geoCoordinates"))
+
+    def t(key: str, within: dict[str, Any] = record) -> str | None:
+        return text(within.get(key), _WHOLE)
+
+    def listed(key: str) -> list[str] | None:
+        return list(strings(record.get(key), 64)) or None
+
+    return SignInWire(
+        userId=t("userId"),
+        userDisplayName=t("userDisplayName"),
+        userType=t("userType"),
+        appId=t("appId"),
+        appDisplayName=t("appDisplayName"),
+        ipAddress=t("ipAddress"),
+        autonomousSystemNumber=record.get("autonomousSystemNumber"),
+        clientAppUsed=t("clientAppUsed"),
+        userAgent=t("userAgent"),
+        correlationId=t("correlationId"),
+        sessionId=t("sessionId"),
+        conditionalAccessStatus=t("conditionalAccessStatus"),
+        isInteractive=record.get("isInteractive"),
+        signInEventTypes=listed("signInEventTypes"),
+        status=_Status(failureReason=t("failureReason", status)),
+        deviceDetail=_Device(t("deviceId", device), t("operatingSystem", device), t("browser", device)),
+        location=_Location(
+            t("city", location),
+            t("countryOrRegion", location),
+            _Geo(number(geo.get("latitude")), number(geo.get("longitude"))),
+        ),
+        networkLocationDetails=record.get("networkLocationDetails"),
+        riskEventTypes=listed("riskEventTypes"),
+        riskEventTypes_v2=listed("riskEventTypes_v2"),
+        riskLevelDuringSignIn=t("riskLevelDuringSignIn"),
+        riskLevelAggregated=t("riskLevelAggregated"),
+        riskState=t("riskState"),
+        authenticationProtocol=t("authenticationProtocol"),
+        authenticationRequirement=t("authenticationRequirement"),
+        authenticationProcessingDetails=record.get("authenticationProcessingDetails"),
+        resourceDisplayName=t("resourceDisplayName"),
+        resourceId=t("resourceId"),
+        tokenIssuerType=t("tokenIssuerType"),
+        uniqueTokenIdentifier=t("uniqueTokenIdentifier"),
+    )
+
+
+def _event(
+    w: SignInWire, tenant: str, *, rid: str, occurred: datetime, upn: str, code: int, category: str | None
+) -> Event:
+    """The one place a sign-in becomes an Event, for both paths."""
+    status = w.status or _NO_STATUS
     location = w.location or _NO_LOCATION
     geo = location.geoCoordinates or _NO_GEO
     lat, lon = geo.latitude, geo.longitude
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat == 0 and lon == 0):
-        lat = lon = None  # as latlon(): both or neither, on the globe, and (0, 0) is "unknown"
+        lat = lon = None  # both or neither, on the globe, and (0, 0) is Graph's "unknown"
     device = w.deviceDetail or _NO_DEVICE
     system, browser = _s(device.operatingSystem, 100), _s(device.browser, 100)
     device_text = f"{system} / {browser}" if system and browser else system or browser
@@ -318,7 +310,10 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
     networks = [n for d in _list(w.networkLocationDetails) for n in strings(obj(d).get("networkNames"))]
     event_types = _strings(w.signInEventTypes)
     address = _s(w.ipAddress, 80)
+    # beta's signInEventTypes is the most specific; then isInteractive; then the Azure Monitor export's category
     interactive = "interactiveUser" in event_types if event_types else boolean(w.isInteractive)
+    if interactive is None:
+        interactive = category == "SignInLogs" if category is not None else True
     return Event(
         source=SOURCE,
         event_id=rid,
@@ -338,7 +333,7 @@ def _from_wire(w: SignInWire, tenant: str) -> Event | None:
         client_app=_s(w.clientAppUsed, 128),
         user_agent=_s(w.userAgent, 512),
         device=device_text or None,
-        interactive=True if interactive is None else interactive,
+        interactive=interactive,
         asn=integer(w.autonomousSystemNumber),
         latitude=lat,
         longitude=lon,
