@@ -251,7 +251,10 @@ async def decide_allow(conn: AsyncConnection, entry_id: int, status: str, by: st
 
 
 # --- batched reads and writes for the ingest hot path ------------------------------------------------
-CHUNK = 500  # bound parameters per IN (...) list, well under SQLite's limit
+# Bound parameters per IN (...) list: well under SQLite's limit since 3.32 (32,766) and PostgreSQL's
+# (32,767). Every statement costs about 0.5 ms of thread hand-offs through aiosqlite whatever its size,
+# so a page of 1,000 records asks for its ids, allow and watch entries in one statement each.
+CHUNK = 5000
 
 
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -260,7 +263,7 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 async def load_profiles(conn: AsyncConnection, tenant: str, users: Iterable[str]) -> dict[str, Profile]:
-    """Every stored profile among `users`, in one query per 500 users."""
+    """Every stored profile among `users`, in one query per CHUNK users."""
     out: dict[str, Profile] = {}
     for chunk in _chunks(sorted(set(users))):
         rows = await conn.execute(
@@ -415,7 +418,7 @@ async def active_watches(
 
 async def store_raw_batch(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
     """Keep many records as received (store_raw's columns per row); the (source, event_id) pairs that
-    were new. One SELECT per source and 500 ids, one executemany INSERT: no per-record round trip."""
+    were new. One SELECT per source and CHUNK ids, one executemany INSERT: no per-record round trip."""
     fresh: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
         fresh.setdefault((r["source"], r["tenant"], r["event_id"]), r)
