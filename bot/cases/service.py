@@ -505,6 +505,13 @@ class CaseService:
         while len(cache) > self.profile_cache_size:
             cache.pop(next(iter(cache)))  # the least recently written
 
+    def forget_cached_profiles(self, tenant: str) -> None:
+        """Drop the tenant's cached profiles (after a rolled-back batch: they may hold its learning)."""
+        if self._profile_cache is not None:
+            for key in [k for k in self._profile_cache if k[0] == tenant]:
+                del self._profile_cache[key]
+        self._known_absent = {k for k in self._known_absent if k[0] != tenant}
+
     async def set_profile_tz(self, tenant: str, user: str, tz: str | None) -> bool:
         """Remember the employee's time zone (from Slack) on their profile, for off_hours."""
         async with self.engine.begin() as conn:

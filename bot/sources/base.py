@@ -106,19 +106,25 @@ class Poller:
             result.disabled = True
             return result
         result.fetched = len(records)
-        async with self.engine.begin() as conn:
-            taken = await take_records(
-                conn,
-                self.cases,
-                source=source,
-                kind=self.fetcher.kind,
-                tenant=self.tenant,
-                records=records,
-                now=now,
-                keep_raw=self.keep_raw,
-            )
-            # same transaction as the records: a crash before commit re-reads the window, never skips it
-            await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
+        try:
+            async with self.engine.begin() as conn:
+                taken = await take_records(
+                    conn,
+                    self.cases,
+                    source=source,
+                    kind=self.fetcher.kind,
+                    tenant=self.tenant,
+                    records=records,
+                    now=now,
+                    keep_raw=self.keep_raw,
+                )
+                # same transaction as the records: a crash before commit re-reads the window, never skips it
+                await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
+        except BaseException:
+            # The in-memory baselines learned from records that were rolled back: the next poll reads the
+            # window again and must learn them once, from what the database holds.
+            self.cases.forget_cached_profiles(self.tenant)
+            raise
         result.stored, result.duplicates = taken.stored, taken.duplicates
         result.rejected, result.rejections, result.cases_opened = (
             len(taken.rejections),

@@ -143,3 +143,27 @@ async def test_keep_raw_all_keeps_every_record(sandbox: Sandbox) -> None:
     await sandbox.bot.poller.poll_once()
     kept = await payloads(sandbox)
     assert len(kept) == HISTORY and all(orjson.loads(p)["id"] == eid for eid, p in kept.items())
+
+
+async def test_a_rolled_back_poll_leaves_no_learning_in_the_profile_cache(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upn, name, gid = ALICE
+    await sandbox.bot.poller.poll_once()
+    async with sandbox.bot.engine.connect() as conn:
+        before = await repo.load_profile(conn, TENANT, upn.lower())
+    assert before is not None
+    sandbox.graph.add_sign_in(sign_in(upn, gid, name, sandbox.clock.now() - timedelta(seconds=110), seq=11))
+    sandbox.clock.advance(timedelta(seconds=60))
+
+    async def disk_full(*_: object, **__: object) -> None:
+        raise OSError("disk full")  # the storage fails after detection, before the commit
+
+    monkeypatch.setattr(repo, "set_cursor", disk_full)
+    with pytest.raises(OSError):
+        await sandbox.bot.poller.poll_once()
+    monkeypatch.undo()
+    assert (await sandbox.bot.poller.poll_once()).stored == 1
+    async with sandbox.bot.engine.connect() as conn:
+        after = await repo.load_profile(conn, TENANT, upn.lower())
+    assert after is not None and after.sign_ins == before.sign_ins + 1  # learned once, not twice
