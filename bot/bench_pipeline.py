@@ -45,6 +45,7 @@ from bot.sources.base import take_records
 from bot.sources.entra_signins import split_page
 from bot.sources.normalize_entra import SOURCE
 from bot.store import db
+from sandbox.wire import graph_sign_in
 
 PAGE = 1000
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -120,52 +121,33 @@ class Generator:
             if rng.random() < 0.002:  # a trip
                 country, city, lat, lon = rng.choice(TRAVEL)
                 ip, asn = f"203.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", 3215
+            record_id = f"{seq:08d}-{rng.getrandbits(32):08x}-4c1d-9e2f-{rng.getrandbits(48):012x}"
+            correlation_id = f"{rng.getrandbits(128):032x}"
             records.append(
-                {
-                    "id": f"{seq:08d}-{rng.getrandbits(32):08x}-4c1d-9e2f-{rng.getrandbits(48):012x}",
-                    "createdDateTime": f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond:06d}0Z",
-                    "userDisplayName": upn.split("@")[0].title(),
-                    "userPrincipalName": upn,
-                    "userId": uid,
-                    "appId": "00000002-0000-0ff1-ce00-000000000000",
-                    "appDisplayName": "Office 365 Exchange Online",
-                    "ipAddress": ip,
-                    "clientAppUsed": "Browser",
-                    "correlationId": f"{rng.getrandbits(128):032x}",
-                    "conditionalAccessStatus": "success",
-                    "isInteractive": True,
-                    "riskDetail": "none",
-                    "riskLevelAggregated": "none",
-                    "riskLevelDuringSignIn": "none",
-                    "riskState": "none",
-                    "riskEventTypes": [],
-                    "riskEventTypes_v2": [],
-                    "resourceDisplayName": "Office 365 Exchange Online",
-                    "resourceId": "00000002-0000-0ff1-ce00-000000000000",
-                    "userAgent": ua,
-                    "status": {
-                        "errorCode": 0 if ok else 50126,
-                        "failureReason": None if ok else "Invalid username or password.",
-                        "additionalDetails": None,
-                    },
-                    "deviceDetail": {
-                        "deviceId": device_id,
-                        "displayName": "LAPTOP-" + device_id[:6].upper(),
-                        "operatingSystem": "Windows 10",
-                        "browser": "Chrome 131.0.0",
-                        "isCompliant": True,
-                        "isManaged": True,
-                        "trustType": "Azure AD joined",
-                    },
-                    "location": {
-                        "city": city,
-                        "state": None,
-                        "countryOrRegion": country,
-                        "geoCoordinates": {"altitude": None, "latitude": lat, "longitude": lon},
-                    },
-                    "appliedConditionalAccessPolicies": _policies(rng),
-                    "autonomousSystemNumber": asn,
-                }
+                graph_sign_in(
+                    record_id=record_id,
+                    at=at,
+                    upn=upn,
+                    user_id=uid,
+                    name=upn.split("@")[0].title(),
+                    ip=ip,
+                    country=country,
+                    city=city,
+                    latitude=lat,
+                    longitude=lon,
+                    correlation_id=correlation_id,
+                    user_agent=ua,
+                    code=0 if ok else 50126,
+                    conditional_access="success",
+                    asn=asn,
+                    device_id=device_id,
+                    device_name="LAPTOP-" + device_id[:6].upper(),
+                    browser="Chrome 131.0.0",
+                    compliant=True,
+                    managed=True,
+                    trust_type="Azure AD joined",
+                    policies=_policies(rng),
+                )
             )
         return orjson.dumps({"value": records})
 

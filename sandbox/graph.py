@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.recorder import Fault, Faults, RecordedRequest, SlidingWindow, capture
+from sandbox.wire import format_graph_time, graph_sign_in
 
 GRAPH = "https://graph.microsoft.com"
 MAX_PAGE = 1000
@@ -67,12 +68,6 @@ _COMPARE: dict[str, Callable[[datetime, datetime], bool]] = {
 
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def format_graph_time(dt: datetime) -> str:
-    """Graph's sign-in timestamp form: 7 fractional digits and "Z"."""
-    dt = _utc(dt)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond:06d}0Z"
 
 
 def parse_graph_time(text: str) -> datetime:
@@ -1307,38 +1302,17 @@ class SyntheticSignIns:
 
     def record(self, i: int) -> dict[str, Any]:
         u = i % self.users
-        return {
-            "id": f"syn-{i:012d}",
-            "createdDateTime": format_graph_time(self.created(i)),
-            "userDisplayName": f"User {u}",
-            "userPrincipalName": f"user{u}@contoso.example",
-            "userId": f"00000000-0000-0000-0001-{u:012d}",
-            "appId": "00000002-0000-0ff1-ce00-000000000000",
-            "appDisplayName": "Office 365 Exchange Online",
-            "ipAddress": f"198.51.100.{u % 250 + 1}",
-            "clientAppUsed": "Browser",
-            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0",
-            "correlationId": f"corr-{i}",
-            "conditionalAccessStatus": "notApplied",
-            "isInteractive": True,
-            "riskDetail": "none",
-            "riskLevelAggregated": "none",
-            "riskLevelDuringSignIn": "none",
-            "riskState": "none",
-            "riskEventTypes": [],
-            "riskEventTypes_v2": [],
-            "resourceDisplayName": "Office 365 Exchange Online",
-            "resourceId": "00000002-0000-0ff1-ce00-000000000000",
-            "status": {"errorCode": 0, "failureReason": None, "additionalDetails": None},
-            "deviceDetail": {"deviceId": "", "operatingSystem": "Windows 10", "browser": "Edge 131"},
-            "location": {
-                "city": "New York",
-                "state": None,
-                "countryOrRegion": "US",
-                "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None},
-            },
-            "appliedConditionalAccessPolicies": [],
-        }
+        return graph_sign_in(
+            record_id=f"syn-{i:012d}",
+            at=self.created(i),
+            upn=f"user{u}@contoso.example",
+            user_id=f"00000000-0000-0000-0001-{u:012d}",
+            name=f"User {u}",
+            ip=f"198.51.100.{u % 250 + 1}",
+            country="US",
+            city="New York",
+            correlation_id=f"corr-{i}",
+        )
 
     def _index(self, at: datetime, op: str) -> int:
         offset = (at - self.start).total_seconds() / self.step

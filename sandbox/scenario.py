@@ -37,6 +37,7 @@ import orjson
 
 from bot.model import Event
 from bot.sources.normalize import normalize
+from sandbox.wire import graph_sign_in
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 MS_DOMAIN = "contoso.example"
@@ -317,51 +318,37 @@ class Scenario:
     ) -> dict[str, Any]:
         country, city, lat, lon = where
         jitter = self.rng.uniform(-0.05, 0.05)
-        record: dict[str, Any] = {
-            "id": self.uuid(),
-            "createdDateTime": _graph_time(at),
-            "userDisplayName": p.name,
-            "userPrincipalName": p.upn,
-            "userId": p.uid,
-            "appId": EXCHANGE_APP,
-            "appDisplayName": app,
-            "ipAddress": ip,
-            "clientAppUsed": client,
-            "correlationId": self.uuid(),
-            "conditionalAccessStatus": "success" if code == 0 else "notApplied",
-            "isInteractive": True,
-            "riskDetail": "none",
-            "riskLevelAggregated": "none",
-            "riskLevelDuringSignIn": "medium" if risk else "none",
-            "riskState": "atRisk" if risk else "none",
-            "riskEventTypes_v2": list(risk),
-            "resourceDisplayName": "Office 365 Exchange Online",
-            "resourceId": EXCHANGE_APP,
-            "userAgent": ua if ua is not None else device.ua,
-            "autonomousSystemNumber": asn,
-            "authenticationProtocol": protocol or "none",
-            "status": {
-                "errorCode": code,
-                "failureReason": None if code == 0 else "Invalid username or password.",
-                "additionalDetails": None,
-            },
-            "deviceDetail": {
-                "deviceId": device.device_id or "",
-                "displayName": None,
-                "operatingSystem": device.os,
-                "browser": device.browser,
-                "isCompliant": bool(device.device_id),
-                "isManaged": bool(device.device_id),
-                "trustType": "Azure AD joined" if device.device_id else None,
-            },
-            "location": {
-                "city": city,
-                "state": None,
-                "countryOrRegion": country,
-                "geoCoordinates": {"altitude": None, "latitude": lat + jitter, "longitude": lon + jitter},
-            },
-            "appliedConditionalAccessPolicies": [],
-        }
+        record_id, correlation_id = self.uuid(), self.uuid()  # in this order: the seed's sequence
+        record = graph_sign_in(
+            record_id=record_id,
+            at=at,
+            upn=p.upn,
+            user_id=p.uid,
+            name=p.name,
+            ip=ip,
+            country=country,
+            city=city,
+            latitude=lat + jitter,
+            longitude=lon + jitter,
+            correlation_id=correlation_id,
+            app=app,
+            resource="Office 365 Exchange Online",
+            client=client,
+            user_agent=ua if ua is not None else device.ua,
+            code=code,
+            conditional_access="success" if code == 0 else "notApplied",
+            asn=asn,
+            protocol=protocol or "none",
+            risk_types=risk,
+            risk_level="medium" if risk else "none",
+            risk_state="atRisk" if risk else "none",
+            device_id=device.device_id or "",
+            operating_system=device.os,
+            browser=device.browser,
+            compliant=bool(device.device_id),
+            managed=bool(device.device_id),
+            trust_type="Azure AD joined" if device.device_id else None,
+        )
         return self.emit("entra_signins.ndjson", record)
 
     def gws(

@@ -20,11 +20,12 @@ from bot.config import Settings
 from bot.scheduler import build_scheduler
 from bot.web import build_web
 from bot.wiring import Services, build
-from sandbox.graph import GraphEmulator, format_graph_time
+from sandbox.graph import GraphEmulator
 from sandbox.o365 import O365Emulator
 from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.server import LoopbackServer
 from sandbox.slack import SlackEmulator
+from sandbox.wire import graph_sign_in
 
 TENANT = "00000000-0000-0000-0000-00000000a11c"
 GRAPH_TOKEN = "sandbox-graph-token"
@@ -94,50 +95,22 @@ def sign_in(
     seq: int = 0,
 ) -> dict[str, Any]:
     """A sign-in record in Graph's v1.0 wire format (api-contracts.md §1.2)."""
-    return {
-        "id": f"{user_id[-4:]}-{int(at.timestamp())}-{seq}",
-        "createdDateTime": format_graph_time(at),
-        "userDisplayName": name,
-        "userPrincipalName": upn,
-        "userId": user_id,
-        "appId": "00000002-0000-0ff1-ce00-000000000000",
-        "appDisplayName": app,
-        "ipAddress": ip,
-        "clientAppUsed": client,
-        "correlationId": f"corr-{seq}",
-        "conditionalAccessStatus": "notApplied",
-        "isInteractive": True,
-        "riskDetail": "none",
-        "riskLevelAggregated": "none",
-        "riskLevelDuringSignIn": "none",
-        "riskState": "none",
-        "riskEventTypes": [],
-        "riskEventTypes_v2": [],
-        "resourceDisplayName": app,
-        "resourceId": "00000002-0000-0ff1-ce00-000000000000",
-        "userAgent": ua,
-        "status": {
-            "errorCode": 0 if ok else 50126,
-            "failureReason": None if ok else "Invalid username or password or Invalid on-premise username or password.",
-            "additionalDetails": None,
-        },
-        "deviceDetail": {
-            "deviceId": "",
-            "displayName": None,
-            "operatingSystem": "Windows 10",
-            "browser": "Edge 131",
-            "isCompliant": None,
-            "isManaged": None,
-            "trustType": None,
-        },
-        "location": {
-            "city": city,
-            "state": None,
-            "countryOrRegion": country,
-            "geoCoordinates": {"altitude": None, "latitude": None, "longitude": None},
-        },
-        "appliedConditionalAccessPolicies": [],
-    }
+    return graph_sign_in(
+        record_id=f"{user_id[-4:]}-{int(at.timestamp())}-{seq}",
+        at=at,
+        upn=upn,
+        user_id=user_id,
+        name=name,
+        ip=ip,
+        country=country,
+        city=city,
+        correlation_id=f"corr-{seq}",
+        app=app,
+        client=client,
+        user_agent=ua,
+        code=0 if ok else 50126,
+        failure_reason="Invalid username or password or Invalid on-premise username or password.",
+    )
 
 
 class Sandbox:
