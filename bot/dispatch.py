@@ -314,7 +314,7 @@ class Dispatcher:
         case = await self._case(payload)
         if case.soc_card is not None:
             return
-        if self.preflight is not None and not case.plan_notes and not case.is_campaign:
+        if self.preflight is not None and not case.plan_notes and not case.is_campaign and not case.is_app:
             # what containment will and will not do, before anyone clicks (guest, synced, protected)
             notes, two = await self.preflight(case)
             await self._record(

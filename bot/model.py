@@ -261,6 +261,9 @@ class Approval:
 
 
 CAMPAIGN_PREFIX = "campaign:"
+# A workload identity's sign-ins (an app signing in with its own secret or certificate: app-only mail
+# access) are kept under "app:<service principal id>". Nobody can be asked "was this you?" about them.
+APP_PREFIX = "app:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +305,11 @@ class Case:
     @property
     def is_campaign(self) -> bool:
         return self.user_principal.startswith(CAMPAIGN_PREFIX)
+
+    @property
+    def is_app(self) -> bool:
+        """About a service principal (an application's own sign-ins), not a person."""
+        return self.user_principal.startswith(APP_PREFIX)
 
     @property
     def detectors(self) -> tuple[str, ...]:

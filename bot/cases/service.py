@@ -39,10 +39,27 @@ from bot.detect.policy import Policy, most_urgent
 from bot.detect.profile import device_key, forget, observe, with_tz
 from bot.detect.scoring import case_severity, decide, yes_closes
 from bot.errors import ConcurrentUpdate
-from bot.model import CAMPAIGN_PREFIX, Case, CaseEvent, CaseState, Decision, Event, Finding, Profile, Severity
+from bot.model import (
+    APP_PREFIX,
+    CAMPAIGN_PREFIX,
+    Case,
+    CaseEvent,
+    CaseState,
+    Decision,
+    Event,
+    Finding,
+    Profile,
+    Severity,
+)
 from bot.slack.cards import headline_event
 from bot.store import repo
 
+# The containment actions act on user accounts; an application's own credentials are contained in Entra.
+APP_NOTE = (
+    "A service principal (an application signing in with its own secret or certificate), not a person: "
+    "rotate its credentials, review its application permissions (Mail.Read, full_access_as_app) and "
+    "disable it in Entra ID if it is not yours"
+)
 log = structlog.get_logger("mailwarden.cases")
 
 MAX_EVENTS_PER_CASE = 50
@@ -624,12 +641,13 @@ class CaseService:
         if campaign:
             severity = max(severity, Severity.MEDIUM)  # an attack on the tenant, whoever it reached
         detectors = sorted({f.detector for f in findings})
-        decision = self._decide(severity, detectors, campaign)
+        app = not campaign and event.user_principal.startswith(APP_PREFIX)
+        decision = self._decide(severity, detectors, campaign or app)  # no one to ask: the SOC decides
         case = Case(
             id=self.new_id(),
             tenant=event.tenant,
             user_principal=principal or event.user_principal,
-            user_id=None if campaign else event.user_id,
+            user_id=None if campaign or app else event.user_id,
             user_display=f"Password spray from {event.ip}" if campaign else event.user_display,
             state=CaseState.NEW,
             severity=severity,
@@ -640,8 +658,9 @@ class CaseService:
             findings=tuple(findings),
             events=(event,),
             state_since=now,
-            plan=() if campaign else propose(findings, severity, self.available_actions),
-            needs_two_approvers=(not campaign) and event.user_principal in self.protected_users,
+            plan=() if campaign or app else propose(findings, severity, self.available_actions),
+            plan_notes=(("*", APP_NOTE),) if app else (),
+            needs_two_approvers=not (campaign or app) and event.user_principal in self.protected_users,
             users=users,
         )
         opened_entry = audit.Pending(
@@ -688,7 +707,7 @@ class CaseService:
             findings=merged,
             events=tuple(sorted(events, key=lambda e: e.occurred_at))[-MAX_EVENTS_PER_CASE:],
             severity=merged_severity,
-            plan=() if case.is_campaign else propose(merged, merged_severity, self.available_actions),
+            plan=() if case.is_campaign or case.is_app else propose(merged, merged_severity, self.available_actions),
             updated_at=self.clock.now(),
             last_event_at=max(case.last_event_at, event.occurred_at),
         )
@@ -712,7 +731,7 @@ class CaseService:
 
     # --- after a containment: watchlist, and the attacker's traces out of the baseline --------------
     async def _on_contained(self, conn: AsyncConnection, case: Case) -> None:
-        if case.is_campaign:
+        if case.is_campaign or case.is_app:
             return
         now = self.clock.now()
         evidence = attacker_evidence(case)

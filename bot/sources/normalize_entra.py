@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from bot.model import Event, Rejection
+from bot.model import APP_PREFIX, Event, Rejection
 from bot.sources.normalize_common import (
     boolean,
     canonical_bytes,
@@ -71,6 +71,16 @@ def unwrap(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     return record, None
 
 
+def app_principal(
+    service_principal_id: str | None, event_types: tuple[str, ...], category: str | None = None
+) -> str | None:
+    """The principal of a service principal's own sign-in, "app:<servicePrincipalId>", when beta's
+    `signInEventTypes` (or the Azure Monitor export's category) says it is one; it has no user."""
+    if service_principal_id and ("servicePrincipal" in event_types or category == "ServicePrincipalSignInLogs"):
+        return APP_PREFIX + service_principal_id.lower()
+    return None
+
+
 def _scopes(details: Any) -> tuple[str, ...]:
     """`authenticationProcessingDetails` "Oauth Scope Info" holds a JSON-encoded list of scopes."""
     for entry in details if isinstance(details, list) else []:
@@ -104,9 +114,11 @@ def normalize_signin(record: Any, tenant: str) -> Event | Rejection:
         occurred = parse_time(record.get("createdDateTime"))
     except (ValueError, TypeError, OverflowError) as exc:
         return Rejection(SOURCE, rid, f"createdDateTime: {exc}")
-    upn = text(record.get("userPrincipalName"), 320)
+    upn = text(record.get("userPrincipalName"), 320) or app_principal(
+        text(record.get("servicePrincipalId"), 64), strings(record.get("signInEventTypes"), 64), category
+    )
     if upn is None:
-        return Rejection(SOURCE, rid, "userPrincipalName missing or not text")
+        return Rejection(SOURCE, rid, "userPrincipalName missing or not text (and not a service principal)")
     status = obj(record.get("status"))
     raw_code = status.get("errorCode")
     code = integer(raw_code) if raw_code is not None else 0
@@ -190,6 +202,8 @@ class SignInWire(msgspec.Struct):
     resourceId: str | None = None
     tokenIssuerType: str | None = None
     uniqueTokenIdentifier: str | None = None
+    servicePrincipalId: str | None = None
+    servicePrincipalName: str | None = None
 
 
 _DECODER = msgspec.json.Decoder(SignInWire)
@@ -224,7 +238,7 @@ def signin_from_json(raw: bytes, tenant: str) -> Event | None:
 def _from_wire(w: SignInWire, tenant: str) -> Event | None:
     """The Event for an ordinary record; None hands the record to the dict path (which rejects with a reason)."""
     rid = _s(w.id, 200)
-    upn = _s(w.userPrincipalName, 320)
+    upn = _s(w.userPrincipalName, 320) or app_principal(_s(w.servicePrincipalId, 64), _strings(w.signInEventTypes))
     if rid is None or upn is None or w.createdDateTime is None:
         return None
     try:
@@ -289,6 +303,7 @@ def _loose_wire(record: dict[str, Any], status: dict[str, Any]) -> SignInWire:
         resourceId=t("resourceId"),
         tokenIssuerType=t("tokenIssuerType"),
         uniqueTokenIdentifier=t("uniqueTokenIdentifier"),
+        servicePrincipalName=t("servicePrincipalName"),
     )
 
 
@@ -321,7 +336,7 @@ def _event(
         occurred_at=occurred,
         user_principal=upn.lower(),
         user_id=_s(w.userId, 64),
-        user_display=_s(w.userDisplayName, 256) or upn,
+        user_display=_s(w.userDisplayName, 256) or _s(w.servicePrincipalName, 256) or upn,
         kind="sign_in",
         success=code == 0,
         error_code=code,
@@ -338,7 +353,7 @@ def _event(
         latitude=lat,
         longitude=lon,
         flags=_flags(risk_types),
-        user_type=(_s(w.userType, 32) or "").lower() or None,
+        user_type="service_principal" if upn.startswith(APP_PREFIX) else (_s(w.userType, 32) or "").lower() or None,
         auth_protocol=_s(w.authenticationProtocol, 32),
         auth_requirement=_s(w.authenticationRequirement, 64),
         device_id=_s(device.deviceId, 64),

@@ -16,7 +16,7 @@ from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import SimClock
 from bot.detect import Params
-from bot.model import Case, CaseEvent, Decision, Event
+from bot.model import Case, CaseEvent, CaseState, Decision, Event
 from bot.sources.normalize_entra import normalize_signin
 from bot.store import db, repo
 from sandbox.world import sign_in
@@ -209,3 +209,35 @@ async def test_audit_entries_chained_in_batches_verify_like_single_ones(engine: 
     assert [e.prev_hash for e in (*batch, last)] == [e.hash for e in (one, *batch)]
     async with engine.connect() as conn:
         assert (await audit.check(conn)).ok
+
+
+def app_sign_in(at: datetime, seq: int, **kw: Any) -> Event:
+    """A service principal's own sign-in (beta): no user, signInEventTypes servicePrincipal."""
+    record = sign_in("", "", "", at, seq=seq, **kw)
+    for key in ("userPrincipalName", "userDisplayName", "userId"):
+        del record[key]
+    record.update(
+        servicePrincipalId="5P-0000-MAILSYNC",
+        servicePrincipalName="Mail Sync Daemon",
+        signInEventTypes=["servicePrincipal"],
+        isInteractive=False,
+    )
+    e = normalize_signin(record, "t")
+    assert isinstance(e, Event)
+    return e
+
+
+async def test_a_service_principal_signing_in_from_a_new_country_goes_to_the_soc(engine: AsyncEngine) -> None:
+    clock = SimClock(T0)
+    svc = service(engine, clock)
+    await ingest(svc, clock, [app_sign_in(T0 + timedelta(days=d), d) for d in range(20)])
+    assert await cases(engine) == []  # its own baseline: the usual place raises nothing
+    abroad = app_sign_in(T0 + timedelta(days=20, hours=1), 99, country="RU", city="Moscow", ip="203.0.113.66")
+    assert abroad.user_principal == "app:5p-0000-mailsync" and abroad.user_type == "service_principal"
+    await ingest(svc, clock, [abroad])
+    (case,) = await cases(engine)
+    assert case.is_app and case.user_display == "Mail Sync Daemon" and case.user_id is None
+    assert "new_country" in case.detectors
+    # nobody to ask "was this you?": the SOC decides, and the user-account actions are not proposed
+    assert case.decision is Decision.SOC and case.state is CaseState.AWAITING_SOC and case.plan == ()
+    assert case.plan_notes[0][0] == "*" and "service principal" in case.plan_notes[0][1]

@@ -386,3 +386,17 @@ async def test_licence_and_activity_feed_denials_name_what_is_missing(world: Wor
     assert disabled["risk"]["missing"] == "licence" and "P1" in disabled["risk"]["needs"]
     assert disabled["o365_audit"]["code"] == "AF10001" and "ActivityFeed.Read" in disabled["o365_audit"]["needs"]
     assert len([e for e in logs if e["event"] == "source.disabled"]) == 2
+
+
+async def test_service_principal_sign_ins_are_read_and_kept_under_their_app(world: World, tmp_path: Path) -> None:
+    app = noninteractive(5, T0 - timedelta(minutes=20), kind="servicePrincipal")
+    for key in ("userPrincipalName", "userDisplayName", "userId"):
+        del app[key]
+    app.update(servicePrincipalId="5P-0000-MAILSYNC", servicePrincipalName="Mail Sync Daemon")
+    world.graph.add_sign_in(app)
+    poller = await make_poller(world, EntraSignInsBeta(world.client(), service_principals=True), tmp_path)
+    result = await poller.poll_once()
+    assert (result.stored, result.rejected) == (1, 0)
+    async with poller.engine.connect() as conn:
+        profile = await repo.load_profile(conn, TENANT, "app:5p-0000-mailsync")
+    assert profile is not None and profile.sign_ins == 1  # its own baseline, learned like a user's
