@@ -170,14 +170,10 @@ def detector_ids() -> tuple[str, ...]:
 def _enabled(enabled: frozenset[str] | None, kind: str) -> tuple[Detector, ...]:
     """The enabled detectors that read events of `kind` (a module's KINDS; all kinds when it has none)."""
     return tuple(
-        d for i, d, kinds in _registry_kinds() if (enabled is None or i in enabled) and (kinds is None or kind in kinds)
+        m.detect
+        for m in _modules()
+        if (enabled is None or m.ID in enabled) and (getattr(m, "KINDS", None) is None or kind in m.KINDS)
     )
-
-
-@cache
-def _registry_kinds() -> tuple[tuple[str, Detector, frozenset[str] | None], ...]:
-    mods = {m.ID: m for m in _modules()}
-    return tuple((i, d, getattr(mods[i], "KINDS", None)) for i, d in _registry())
 
 
 def run_all(event: Event, profile: Profile | None, params: Params) -> list[Finding]:

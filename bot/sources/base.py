@@ -22,7 +22,7 @@ from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.model import Event, Rejection
 from bot.sources.normalize import normalize, normalize_json
-from bot.sources.normalize_entra import canonical_bytes
+from bot.sources.normalize_common import canonical_bytes
 from bot.store import repo
 
 log = structlog.get_logger("mailwarden.sources")
@@ -182,25 +182,25 @@ async def take_records(
     duplicate and is not detected on again. The row keeps the record's JSON when it was rejected or
     became evidence of a case (or always, with keep_raw="all")."""
     taken = Taken()
-    items: list[tuple[Event | Rejection, bytes]] = []
+    # each item with its record, whose JSON is written out only if the row keeps it
+    items: list[tuple[Event | Rejection, Any]] = []
     for n, record in enumerate(records):
         if n and n % 64 == 0:
             await asyncio.sleep(0)  # normalizing a 1,000-record page must not hold up Slack acks
-        raw = _json(record)
         if isinstance(record, (bytes, msgspec.Raw)):
-            normalized = normalize_json(kind, raw, tenant)
+            normalized = normalize_json(kind, bytes(record), tenant)
         else:
             normalized = normalize(kind, record, tenant)
-        items.extend((item, raw) for item in normalized)
+        items.extend((item, record) for item in normalized)
     new = await repo.unseen_raw(conn, source, tenant, (item.event_id for item, _ in items))
     fresh: list[Event] = []
-    kept: list[tuple[Event | Rejection, bytes]] = []
-    for item, raw in items:
+    kept: list[tuple[Event | Rejection, Any]] = []
+    for item, record in items:
         if item.event_id not in new:
             taken.duplicates += isinstance(item, Event)
             continue
         new.discard(item.event_id)  # the first of two copies in one batch is the one kept
-        kept.append((item, raw))
+        kept.append((item, record))
         if isinstance(item, Rejection):
             taken.rejections.append(item)
             log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
@@ -211,14 +211,13 @@ async def take_records(
     taken.cases_opened = ingest.cases_opened
     evidence = ingest.evidence
     rows: list[repo.RawRow] = []
-    for item, raw in kept:
+    for item, record in kept:
         if isinstance(item, Rejection):
-            rows.append(
-                (source, tenant, item.event_id, None, None, "rejected", item.reason, raw.decode(errors="replace"), now)
-            )
+            payload = _json(record).decode(errors="replace")
+            rows.append((source, tenant, item.event_id, None, None, "rejected", item.reason, payload, now))
             continue
         keep = keep_raw == "all" or (source, item.event_id) in evidence
-        payload = raw.decode(errors="replace") if keep else ""
+        payload = _json(record).decode(errors="replace") if keep else ""
         rows.append(
             (source, tenant, item.event_id, item.occurred_at, item.user_principal, "accepted", None, payload, now)
         )
