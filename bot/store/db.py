@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.store import sqlite_driver
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -33,7 +35,8 @@ def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and a single connection turns
         # "database is locked" races between our own tasks into a plain queue.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+        # module=: statements run in one round trip to aiosqlite's thread (bot/store/sqlite_driver.py)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120, module=sqlite_driver.dbapi())
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
