@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -262,15 +262,18 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[i : i + CHUNK]
 
 
+# Statements with IN lists are built once: an IN list given as values costs SQLAlchemy a coercion per
+# value on every call, an expanding bind parameter is filled in when the statement runs.
+_PROFILES_OF = select(profiles.c.user_principal, profiles.c.data).where(
+    profiles.c.tenant == bindparam("tenant"), profiles.c.user_principal.in_(bindparam("users", expanding=True))
+)
+
+
 async def load_profiles(conn: AsyncConnection, tenant: str, users: Iterable[str]) -> dict[str, Profile]:
     """Every stored profile among `users`, in one query per CHUNK users."""
     out: dict[str, Profile] = {}
     for chunk in _chunks(sorted(set(users))):
-        rows = await conn.execute(
-            select(profiles.c.user_principal, profiles.c.data).where(
-                profiles.c.tenant == tenant, profiles.c.user_principal.in_(chunk)
-            )
-        )
+        rows = await conn.execute(_PROFILES_OF, {"tenant": tenant, "users": chunk})
         for n, r in enumerate(rows):
             out[r.user_principal] = codec.profile_from_dict(orjson.loads(r.data))
             if n % 100 == 99:
@@ -320,19 +323,30 @@ async def set_profile_tz(
     return True
 
 
+_ALLOWS_FOR = select(allow_entries).where(
+    allow_entries.c.tenant == bindparam("tenant"),
+    allow_entries.c.user_principal.in_(bindparam("users", expanding=True)),
+    allow_entries.c.status == "active",
+    allow_entries.c.expires_at > bindparam("now"),
+)
+_WATCHES_FOR = select(watchlist).where(
+    watchlist.c.tenant == bindparam("tenant"),
+    watchlist.c.user_principal.in_(bindparam("users", expanding=True)),
+    watchlist.c.expires_at > bindparam("now"),
+)
+_SEEN_IDS = select(raw_events.c.event_id).where(
+    raw_events.c.source == bindparam("source"),
+    raw_events.c.tenant == bindparam("tenant"),
+    raw_events.c.event_id.in_(bindparam("ids", expanding=True)),
+)
+
+
 async def active_allows_for(
     conn: AsyncConnection, tenant: str, users: Iterable[str], now: datetime
 ) -> dict[str, list[AllowEntry]]:
     out: dict[str, list[AllowEntry]] = {}
     for chunk in _chunks(sorted(set(users))):
-        rows = await conn.execute(
-            select(allow_entries).where(
-                allow_entries.c.tenant == tenant,
-                allow_entries.c.user_principal.in_(chunk),
-                allow_entries.c.status == "active",
-                allow_entries.c.expires_at > now,
-            )
-        )
+        rows = await conn.execute(_ALLOWS_FOR, {"tenant": tenant, "users": chunk, "now": now})
         for r in rows:
             out.setdefault(r.user_principal, []).append(_allow(r))
     return out
@@ -406,11 +420,7 @@ async def active_watches(
     """Watch entries not yet expired for these users."""
     out: dict[str, list[Watch]] = {}
     for chunk in _chunks(sorted(set(users))):
-        rows = await conn.execute(
-            select(watchlist).where(
-                watchlist.c.tenant == tenant, watchlist.c.user_principal.in_(chunk), watchlist.c.expires_at > now
-            )
-        )
+        rows = await conn.execute(_WATCHES_FOR, {"tenant": tenant, "users": chunk, "now": now})
         for r in rows:
             out.setdefault(r.user_principal, []).append(_watch(r))
     return out
@@ -438,11 +448,7 @@ async def unseen_raw(conn: AsyncConnection, source: str, tenant: str, ids: Itera
     """The ids among `ids` that raw_events does not hold yet for this source and tenant."""
     out = set(ids)
     for chunk in _chunks(sorted(out)):
-        existing = await conn.execute(
-            select(raw_events.c.event_id).where(
-                raw_events.c.source == source, raw_events.c.tenant == tenant, raw_events.c.event_id.in_(chunk)
-            )
-        )
+        existing = await conn.execute(_SEEN_IDS, {"source": source, "tenant": tenant, "ids": chunk})
         out.difference_update(eid for (eid,) in existing)
     return out
 
@@ -454,8 +460,18 @@ async def insert_raw(conn: AsyncConnection, rows: Sequence[dict[str, Any] | RawR
     if tuples and conn.dialect.name == "sqlite":
         # The driver's own executemany: SQLAlchemy's per-row parameter processing costs more than SQLite
         # itself here. Timestamps in the form UTCDateTime stores (naive UTC, microseconds).
+        stamps: dict[Any, Any] = {}  # stored_at: one value for a whole batch, converted once
         await conn.exec_driver_sql(
-            _RAW_INSERT, [(*t[:3], _sqlite_value(t[3]), *t[4:8], _sqlite_value(t[8])) for t in tuples]
+            _RAW_INSERT,
+            [
+                (
+                    *t[:3],
+                    _sqlite_value(t[3]),
+                    *t[4:8],
+                    stamps[t[8]] if t[8] in stamps else stamps.setdefault(t[8], _sqlite_value(t[8])),
+                )
+                for t in tuples
+            ],
         )
     elif tuples:
         await conn.execute(insert(raw_events), [dict(zip(RAW_COLUMNS, t, strict=True)) for t in tuples])
