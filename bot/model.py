@@ -142,13 +142,15 @@ class Finding:
     evidence: tuple[tuple[str, str], ...] = ()
 
 
-class FailedAttempt(msgspec.Struct, frozen=True, gc=False):
+class FailedAttempt(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A failed sign-in, kept briefly for failed_then_success (stored as `[at, ip]`)."""
+
     at: datetime
     ip: str | None
 
 
-class Located(msgspec.Struct, frozen=True, gc=False):
-    """Where a successful sign-in came from, kept briefly for impossible travel."""
+class Located(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Where a successful sign-in came from, kept briefly for impossible travel (stored as an array)."""
 
     at: datetime
     country: str | None

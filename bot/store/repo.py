@@ -146,7 +146,7 @@ async def load_profile(conn: AsyncConnection, tenant: str, user: str) -> Profile
             select(profiles.c.data).where(profiles.c.tenant == tenant, profiles.c.user_principal == user)
         )
     ).first()
-    return codec.profile_from_dict(orjson.loads(row.data)) if row else None
+    return codec.profile_from_json(row.data) if row else None
 
 
 async def save_profile(conn: AsyncConnection, tenant: str, p: Profile, now: datetime) -> None:
@@ -275,7 +275,7 @@ async def load_profiles(conn: AsyncConnection, tenant: str, users: Iterable[str]
     for chunk in _chunks(sorted(set(users))):
         rows = await conn.execute(_PROFILES_OF, {"tenant": tenant, "users": chunk})
         for n, r in enumerate(rows):
-            out[r.user_principal] = codec.profile_from_dict(orjson.loads(r.data))
+            out[r.user_principal] = codec.profile_from_json(r.data)
             if n % 100 == 99:
                 await asyncio.sleep(0)  # decoding hundreds of profiles must not hold up Slack acks
     return out

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import orjson
+import pytest
 from msgspec.structs import replace
 
 from bot.detect import Params
 from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
 from bot.model import Event, Profile
-from bot.store.codec import profile_from_dict, profile_json, profile_to_dict
+from bot.store.codec import _PROFILE_DECODER, profile_from_dict, profile_from_json, profile_json, profile_to_dict
 
 T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -136,9 +138,44 @@ def test_profile_json_writes_what_profile_to_dict_describes() -> None:
     p = with_tz(p, "Europe/Lisbon")
     assert orjson.loads(profile_json(p)) == profile_to_dict(p)
     assert profile_from_dict(orjson.loads(profile_json(p))) == p
+    assert profile_from_json(profile_json(p)) == p
+    assert profile_from_json(profile_json(p).decode()) == p  # the column is text
+    assert _PROFILE_DECODER.decode(profile_json(p)) == p  # read by the typed decoder, not the fallback
+
+
+def test_profiles_stored_by_earlier_releases_still_read() -> None:
+    """What profile_json writes is read by the struct's decoder; anything it refuses takes the dict path."""
+    params = Params()
+    p: Profile | None = None
+    for i in range(12):
+        p = observe(p, sign_in(i, success=i % 5 != 0), params)
+    assert p is not None and p.recent_failures and p.recent_locations
+    # session 2's writer: "+00:00" offsets (orjson, isoformat), same keys
+    written_before = orjson.dumps(
+        {**profile_to_dict(p), "first_seen": p.first_seen.isoformat()}
+        | {"countries": [[c, t.isoformat()] for c, t in p.countries]}
+    )
+    assert profile_from_json(written_before) == p
+    # the first release: fewer keys, a network number as text (the typed decoder refuses it)
+    first_release = orjson.dumps(
+        {
+            "user_principal": "jo@contoso.example",
+            "first_seen": T.isoformat(),
+            "sign_ins": 3,
+            "countries": [["US", T.isoformat()]],
+            "asns": [["64500", T.isoformat()]],
+            "recent_failures": [[T.isoformat(), "203.0.113.9"]],
+        }
+    )
+    with pytest.raises(msgspec.ValidationError):
+        _PROFILE_DECODER.decode(first_release)
+    back = profile_from_json(first_release)
+    assert back == profile_from_dict(orjson.loads(first_release))
+    assert back.asns == ((64500, T),) and back.countries == (("US", T),) and back.hours == ()
 
 
 def test_a_stored_profile_never_counts_fewer_sign_ins_than_its_hours() -> None:
     """add_hour skips summing the histogram while sign_ins bounds it; an old row must not break that."""
     old = {"user_principal": "jo@contoso.example", "first_seen": T.isoformat(), "sign_ins": 0, "hours": [3] * 168}
     assert profile_from_dict(old).sign_ins == 3 * 168
+    assert profile_from_json(orjson.dumps(old)).sign_ins == 3 * 168  # the typed path too
