@@ -17,6 +17,10 @@ It prints events/s for both, their ratio (G1: >= 0.30; issue #3 asks 0.5) and pe
 for a 1,000,000-event run). `--json` prints `{"parse_eps", "pipeline_eps", "ratio", "peak_rss_mb"}`.
 Generation is not timed. Users are N/100 (about three sign-ins each per day over a month), with
 habits (home network, laptop, phone), typos and a little travel, so detection does its real work.
+`--users` and `--days` set the density instead (real tenants see 50-200 sign-ins per user per day,
+performance.md §5), and `--offices K` puts everyone behind K shared office addresses: dense traffic
+and NAT are what fill the per-user and per-address windows, so they are where a per-event cost that
+grows with the window shows.
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ from sandbox.wire import graph_sign_in
 
 PAGE = 1000
 START = datetime(2026, 1, 5, tzinfo=UTC)
-SPAN = timedelta(days=30)
 # (country, city, lat, lon, UTC offset in January): each user signs in during their own working day
 COUNTRIES = (
     ("US", "New York", 40.71, -74.01, -5),
@@ -79,9 +82,13 @@ def _policies(rng: random.Random) -> list[dict[str, Any]]:
 class Generator:
     """Deterministic sign-in pages: page k is the same bytes on every run with the same seed."""
 
-    def __init__(self, events: int, seed: int = 7) -> None:
+    def __init__(
+        self, events: int, seed: int = 7, *, users: int | None = None, days: int = 30, offices: int = 0
+    ) -> None:
         self.events = events
-        self.users = max(50, events // 100)
+        self.users = max(len(COUNTRIES), users if users else max(50, events // 100))
+        self.span = timedelta(days=max(1, days))
+        self.offices = offices
         self.seed = seed
         rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
         self.people = [
@@ -89,7 +96,7 @@ class Generator:
                 f"user{i:06d}@contoso.example",
                 f"{rng.getrandbits(128):032x}",
                 COUNTRIES[i % len(COUNTRIES)],
-                f"198.{(i >> 8) % 250}.{i % 250}.{1 + i % 200}",
+                self._address(i),
                 7922 + i % 5,
                 f"{rng.getrandbits(128):032x}",
                 rng.choice(UAS),
@@ -97,10 +104,19 @@ class Generator:
             for i in range(self.users)
         ]
 
+    def _address(self, i: int) -> str:
+        """User i's usual network: their own home address, or (with offices) one of the offices' shared
+        egress addresses in their own country, as most of a company's staff sign in behind NAT."""
+        if not self.offices:
+            return f"198.{(i >> 8) % 250}.{i % 250}.{1 + i % 200}"
+        per_country = max(1, -(-self.offices // len(COUNTRIES)))
+        office = (i // len(COUNTRIES)) % per_country * len(COUNTRIES) + i % len(COUNTRIES)
+        return f"192.0.2.{1 + office % 250}" if office < 250 else f"198.18.{office // 250}.{1 + office % 250}"
+
     def at(self, seq: int) -> datetime:
         """When record `seq` happens: working hours only, 06:00-24:00 UTC being someone's 07:00-19:00
         in one of the three cities."""
-        per_day = max(1, round(self.events / SPAN.days))
+        per_day = max(1, round(self.events / self.span.days))
         day, nth = divmod(seq, per_day)
         return START + timedelta(days=day, hours=6 + 18 * nth / per_day)
 
@@ -152,8 +168,16 @@ class Generator:
         return orjson.dumps({"value": records})
 
 
-async def bench(events: int, db_path: str | None = None, progress: bool = False) -> dict[str, Any]:
-    gen = Generator(events)
+async def bench(
+    events: int,
+    db_path: str | None = None,
+    progress: bool = False,
+    *,
+    users: int | None = None,
+    days: int = 30,
+    offices: int = 0,
+) -> dict[str, Any]:
+    gen = Generator(events, users=users, days=days, offices=offices)
     proc = psutil.Process()
     peak = proc.memory_info().rss
     parse_s = pipeline_s = 0.0
@@ -207,6 +231,8 @@ async def bench(events: int, db_path: str | None = None, progress: bool = False)
     return {
         "events": events,
         "users": gen.users,
+        "days": gen.span.days,
+        "offices": gen.offices,
         "bytes_per_event": round(total_bytes / events) if events else 0,
         "cases_opened": cases,
         "parse_eps": round(parse_eps),
@@ -225,6 +251,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="garbage-collector settings: the service's (`mailwarden run` tunes them once started; the "
         "default) or the interpreter's defaults, as the calibration script of performance.md §1.8 ran",
     )
+    p.add_argument(
+        "--users", type=int, help="distinct users (default N/100: about three sign-ins per user per day over 30 days)"
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=30,
+        help="simulated days the records span (default 30); fewer days mean more sign-ins per user per day and "
+        "fuller per-user and cross-user windows (performance.md: 50-200 per user per day in real tenants)",
+    )
+    p.add_argument(
+        "--offices",
+        type=int,
+        default=0,
+        help="users sign in from this many shared office egress addresses instead of one home address each "
+        "(default 0); many accounts behind one address is what the spray window must stay cheap for",
+    )
     p.add_argument("--db", help="keep the SQLite database at this path (default: a temporary file)")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
 
@@ -237,18 +280,22 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     thresholds = tune_gc() if args.gc == "service" else None
     try:
-        report = asyncio.run(bench(args.events, args.db, args.progress))
+        report = asyncio.run(
+            bench(args.events, args.db, args.progress, users=args.users, days=args.days, offices=args.offices)
+        )
     finally:
         if thresholds is not None:
             untune_gc(thresholds)  # the suite runs this in its own process
     report["gc"] = args.gc
     if args.json:
-        keys = ("parse_eps", "pipeline_eps", "ratio", "peak_rss_mb", "events", "gc")
+        keys = ("parse_eps", "pipeline_eps", "ratio", "peak_rss_mb", "events", "gc", "users", "days", "offices")
         print(orjson.dumps({k: report[k] for k in keys}).decode())
         return 0
     print(
-        f"{report['events']:,} sign-in records ({report['bytes_per_event']:,} B each, {report['users']:,} users), "
-        f"{report['cases_opened']:,} cases opened"
+        f"{report['events']:,} sign-in records ({report['bytes_per_event']:,} B each, {report['users']:,} users, "
+        f"{report['days']} days"
+        + (f", {report['offices']:,} shared office addresses" if report["offices"] else "")
+        + f"), {report['cases_opened']:,} cases opened"
     )
     print(f"garbage collector   {'as the service runs it' if args.gc == 'service' else 'interpreter defaults'}")
     print(f"orjson.loads        {report['parse_eps']:>10,} events/s")

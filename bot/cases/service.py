@@ -460,6 +460,7 @@ class CaseService:
                 and await self._campaign_member(batch, event)
             ):
                 evidence.add((event.source, event.event_id))
+        await self._flush_joins(batch)  # before the campaigns: they grow the saved version
         await self._flush_campaigns(batch)
         await audit.append_many(conn, batch.audit)
         fleet.prune(max((e.occurred_at for e in events), default=now), self.params)
@@ -570,8 +571,7 @@ class CaseService:
         """One campaign case per spraying address: the SOC gets one card, not one per account."""
         assert event.ip is not None
         principal = CAMPAIGN_PREFIX + event.ip
-        window = fleet.spray.get(event.ip)
-        members = tuple(sorted({a.user for a in window.attempts if not a.ok})) if window else ()
+        members = fleet.failing_accounts(event.ip)
         existing = await self._open_case_for(batch, principal, event.occurred_at)
         if existing is None:
             case = await self._open(batch, event, findings, principal=principal, users=members)
@@ -716,18 +716,40 @@ class CaseService:
             effects.append(machine.RefreshUserCard())
         if grown.soc_card is not None:
             effects.append(machine.RefreshSocCard())
-        return await self._commit(
-            batch.conn,
-            grown,
-            effects,
-            action="case.findings_added",
-            detail={
-                "detectors": sorted({f.detector for f in findings}),
-                "reasons": [f.reason for f in findings],
-                "severity": grown.severity.label,
-            },
-            sink=batch.audit,
+        # Written once at the end of the batch however many of its events join it (`_flush_joins`): a
+        # user whose VPN flips between exits joins their case on every sign-in, and each write re-encoded
+        # the whole case. The audit log still gets one entry per join, in order.
+        earlier = batch.unsaved.get(grown.id)
+        if earlier is not None:
+            effects = [*earlier[1], *(e for e in effects if e not in earlier[1])]
+        batch.unsaved[grown.id] = (grown, effects)
+        batch.audit.append(
+            audit.Pending(
+                self.clock.now(),
+                "system",
+                "case.findings_added",
+                grown.id,
+                {
+                    "state": grown.state.value,
+                    "detectors": sorted({f.detector for f in findings}),
+                    "reasons": [f.reason for f in findings],
+                    "severity": grown.severity.label,
+                },
+            )
         )
+        return grown
+
+    async def _flush_joins(self, batch: _Batch) -> None:
+        """Write each case that events joined during the batch, once, with its card refreshes once."""
+        now = self.clock.now()
+        for case, effects in batch.unsaved.values():
+            saved = await repo.save_case(batch.conn, case)
+            for effect in effects:
+                kind, lane, payload = outbox_row(saved, effect)
+                body = {"case_id": saved.id, **payload}
+                await repo.enqueue(batch.conn, kind=kind, lane=lane, payload=body, now=now, case_id=saved.id)
+            self._remember_case(batch, saved)
+        batch.unsaved.clear()
 
     # --- after a containment: watchlist, and the attacker's traces out of the baseline --------------
     async def _on_contained(self, conn: AsyncConnection, case: Case) -> None:
@@ -828,3 +850,5 @@ class _Batch:
         self.opened = 0
         self.joined = 0
         self.audit: list[audit.Pending] = []  # chained in one go at the end of the batch
+        # cases grown by joins, by id: the latest value and the card refreshes it owes, written at the end
+        self.unsaved: dict[str, tuple[Case, list[Effect]]] = {}

@@ -13,6 +13,7 @@ plain value the caller keeps per tenant; each app is reported once per window.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -35,7 +36,7 @@ def via_api(event: Event) -> str | None:
     return None
 
 
-def _mailbox(event: Event) -> str:
+def mailbox_read(event: Event) -> str:
     return event.target or event.user_principal
 
 
@@ -54,9 +55,9 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
         ID,
         event,
         severity,
-        f"{what} read from {_mailbox(event)}'s mailbox in one go{how}" + (f" ({client})" if client else ""),
+        f"{what} read from {mailbox_read(event)}'s mailbox in one go{how}" + (f" ({client})" if client else ""),
         (
-            ("mailbox", _mailbox(event)),
+            ("mailbox", mailbox_read(event)),
             ("items", event.count),
             ("access_type", event.access_type),
             ("client_app_id", event.app_id),
@@ -81,29 +82,47 @@ class MailAccessWindow:
     reported: tuple[tuple[str, datetime], ...] = ()
 
 
-def observe_mail_access(
-    window: MailAccessWindow, event: Event, params: Params
-) -> tuple[MailAccessWindow, Finding | None]:
-    if event.kind != "mail_access" or not event.success or not event.app_id:
-        return window, None
-    api = via_api(event)
-    if api is None:
-        return window, None
-    horizon = event.occurred_at - params.mail_bulk_window
-    reads = tuple(r for r in window.reads if r.at >= horizon)
-    reads = (*reads, MailRead(event.occurred_at, event.app_id, _mailbox(event)))[-params.mail_bulk_max_seen :]
-    reported = tuple((a, t) for a, t in window.reported if t >= horizon)
-    nxt = MailAccessWindow(reads=reads, reported=reported)
-    mailboxes = sorted({r.mailbox for r in reads if r.app == event.app_id})
-    if len(mailboxes) < params.mail_bulk_min_mailboxes or any(a == event.app_id for a, _ in reported):
-        return nxt, None
-    nxt = replace(nxt, reported=(*reported, (event.app_id, event.occurred_at)))
+def judge_mail_access(
+    event: Event, api: str, mailboxes: Collection[str], reported: bool, params: Params
+) -> Finding | None:
+    """The cross-mailbox finding for one API read, once it is in the window: `mailboxes` the distinct
+    mailboxes the event's app read within the window, `reported` whether the app was reported within
+    it. Pure; shared by the reference window below and the per-tenant index (bot.detect.fleet)."""
+    if len(mailboxes) < params.mail_bulk_min_mailboxes or reported:
+        return None
+    sample = sorted(mailboxes)
     minutes = max(1, round(params.mail_bulk_window.total_seconds() / 60))
-    return nxt, finding(
+    return finding(
         ID,
         event,
         Severity.HIGH,
-        f"One app ({clip(event.app_id, 40)}) read {len(mailboxes)} different mailboxes through {api} "
+        f"One app ({clip(event.app_id, 40)}) read {len(sample)} different mailboxes through {api} "
         f"within {minutes} minutes",
-        (("client_app_id", event.app_id), ("mailboxes", len(mailboxes)), ("sample", ", ".join(mailboxes[:5]))),
+        (("client_app_id", event.app_id), ("mailboxes", len(sample)), ("sample", ", ".join(sample[:5]))),
     )
+
+
+def api_read(event: Event) -> str | None:
+    """The API ("Graph" / "EWS") of a successful mailbox read by an app, the reads the window counts."""
+    if event.kind != "mail_access" or not event.success or not event.app_id:
+        return None
+    return via_api(event)
+
+
+def observe_mail_access(
+    window: MailAccessWindow, event: Event, params: Params
+) -> tuple[MailAccessWindow, Finding | None]:
+    """The reference form: every read kept in a plain value (see bot.detect.fleet.TenantFleet)."""
+    api = api_read(event)
+    if api is None or event.app_id is None:
+        return window, None
+    horizon = event.occurred_at - params.mail_bulk_window
+    reads = tuple(r for r in window.reads if r.at >= horizon)
+    reads = (*reads, MailRead(event.occurred_at, event.app_id, mailbox_read(event)))[-params.mail_bulk_max_seen :]
+    reported = tuple((a, t) for a, t in window.reported if t >= horizon)
+    nxt = MailAccessWindow(reads=reads, reported=reported)
+    mailboxes = {r.mailbox for r in reads if r.app == event.app_id}
+    found = judge_mail_access(event, api, mailboxes, any(a == event.app_id for a, _ in reported), params)
+    if found is not None:
+        nxt = replace(nxt, reported=(*reported, (event.app_id, event.occurred_at)))
+    return nxt, found

@@ -14,6 +14,7 @@ window and at most one finding. The window is a plain value the caller keeps per
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 import msgspec
@@ -55,11 +56,61 @@ def _counts(attempts: tuple[Attempt, ...], ip: str) -> tuple[set[str], set[str]]
     return failed, succeeded
 
 
-def observe_spray(window: SprayWindow, event: Event, params: Params) -> tuple[SprayWindow, Finding | None]:
+def counts_toward_spray(event: Event) -> bool:
+    """A sign-in attempt the spray window keeps: one with an address, and a password answer."""
     if event.kind != "sign_in" or event.ip is None:
+        return False
+    # MFA interrupts, blocked by policy…: the password was not the question
+    return event.success or event.error_code in SPRAY_CODES
+
+
+def judge_spray(
+    event: Event,
+    known: tuple[datetime, int] | None,
+    failed: Collection[str],
+    succeeded: int,
+    params: Params,
+) -> tuple[tuple[datetime, int] | None, Finding | None]:
+    """What the window says about this attempt, once it is in the window: (the address's new sprayer
+    record, or None to leave it as it is; the finding, if any). `known` is the address's sprayer record
+    before this attempt, `failed` the accounts that failed from it within the window, `succeeded` how
+    many accounts succeeded from it. Pure; the per-tenant index (bot.detect.fleet) calls it too, so a
+    cheaper window changes no decision."""
+    assert event.ip is not None
+    if event.success:
+        if known is None:
+            return None, None
+        at, users = known
+        return None, finding(
+            ID,
+            event,
+            Severity.HIGH,
+            f"Signed in from {event.ip}, the address that failed sign-ins for {users} accounts "
+            f"in a password spray (last seen {at:%Y-%m-%d %H:%M} UTC)",
+            (("ip", event.ip), ("sprayed_accounts", users)),
+        )
+    if len(failed) < params.spray_min_users or len(failed) <= succeeded:
+        return None, None
+    record = (event.occurred_at, len(failed))
+    if known is not None:
+        return record, None  # already reported this address; keep its count fresh, stay quiet
+    minutes = max(1, round(params.spray_window.total_seconds() / 60))
+    return record, finding(
+        ID,
+        event,
+        Severity.LOW,
+        f"{event.ip} failed sign-ins for {len(failed)} different accounts within {minutes} minutes (password spray)",
+        (("ip", event.ip), ("accounts", len(failed)), ("sample", ", ".join(sorted(failed)[:5]))),
+    )
+
+
+def observe_spray(window: SprayWindow, event: Event, params: Params) -> tuple[SprayWindow, Finding | None]:
+    """The reference form: the window as a plain value, every attempt kept. Each call costs what the
+    window holds; the service uses bot.detect.fleet.TenantFleet, whose per-address index gives the same
+    findings at a cost that does not grow with the address's traffic (tested equal)."""
+    if not counts_toward_spray(event):
         return window, None
-    if not event.success and event.error_code not in SPRAY_CODES:
-        return window, None  # MFA interrupts, blocked by policy…: the password was not the question
+    assert event.ip is not None
     horizon = event.occurred_at - params.spray_window
     attempts = tuple(a for a in window.attempts if a.at >= horizon)
     attempts = (*attempts, Attempt(event.occurred_at, event.ip, event.user_principal, event.success))
@@ -68,30 +119,9 @@ def observe_spray(window: SprayWindow, event: Event, params: Params) -> tuple[Sp
     sprayers = tuple(s for s in window.sprayers if s[1] >= memory)
     nxt = replace(window, attempts=attempts, sprayers=sprayers)
     known = nxt.sprayer(event.ip)
-    if event.success:
-        if known is None:
-            return nxt, None
-        at, users = known
-        return nxt, finding(
-            ID,
-            event,
-            Severity.HIGH,
-            f"Signed in from {event.ip}, the address that failed sign-ins for {users} accounts "
-            f"in a password spray (last seen {at:%Y-%m-%d %H:%M} UTC)",
-            (("ip", event.ip), ("sprayed_accounts", users)),
-        )
-    failed, succeeded = _counts(attempts, event.ip)
-    if len(failed) < params.spray_min_users or len(failed) <= len(succeeded):
-        return nxt, None
-    others = tuple(s for s in sprayers if s[0] != event.ip)
-    nxt = replace(nxt, sprayers=(*others, (event.ip, event.occurred_at, len(failed))))
-    if known is not None:
-        return nxt, None  # already reported this address; keep its count fresh, stay quiet
-    minutes = max(1, round(params.spray_window.total_seconds() / 60))
-    return nxt, finding(
-        ID,
-        event,
-        Severity.LOW,
-        f"{event.ip} failed sign-ins for {len(failed)} different accounts within {minutes} minutes (password spray)",
-        (("ip", event.ip), ("accounts", len(failed)), ("sample", ", ".join(sorted(failed)[:5]))),
-    )
+    failed, succeeded = _counts(attempts, event.ip) if not event.success else (set(), set())
+    record, found = judge_spray(event, known, failed, len(succeeded), params)
+    if record is not None:
+        others = tuple(s for s in sprayers if s[0] != event.ip)
+        nxt = replace(nxt, sprayers=(*others, (event.ip, *record)))
+    return nxt, found

@@ -78,12 +78,19 @@ def _locations(p: Profile, event: Event, params: Params) -> tuple[Located, ...]:
     old = p.recent_locations
     if not old or old[-1].at < horizon:
         return (here,)  # nothing recent: the usual case for a person's next sign-in hours later
-    kept = [loc for loc in old if loc.at >= horizon]
-    if kept[-1].at <= here.at:
+    # An earlier sign-in from the very same place (address, country, coordinates) says nothing the newer
+    # one does not: impossible_travel finds the newer first and, being closer in time, it implies the
+    # higher speed. Keeping only the newest keeps the list short for people who stay put.
+    kept = [loc for loc in old if loc.at >= horizon and not (loc.at <= here.at and _same_place(loc, here))]
+    if not kept or kept[-1].at <= here.at:
         kept.append(here)  # in event-time order: already sorted
     else:
         kept = sorted([*kept, here], key=lambda loc: loc.at)
     return tuple(kept[-params.max_locations :])
+
+
+def _same_place(a: Located, b: Located) -> bool:
+    return a.ip == b.ip and a.country == b.country and a.latitude == b.latitude and a.longitude == b.longitude
 
 
 def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from msgspec.structs import fields
 
 from bot.allowlist import CONTEXT, AllowEntry, Watch, after_containment, context_value, unsuppressed
@@ -66,8 +67,10 @@ def test_tenant_fleet_round_trips_and_reads_the_single_window_form() -> None:
     window = SprayWindow(attempts=(Attempt(T, "1.2.3.4", "a", False), Attempt(T, "5.6.7.8", "b", True)))
     split = TenantFleet.from_dict(fleet_to_dict(Fleet(spray=window)))
     assert set(split.spray) == {"1.2.3.4", "5.6.7.8"}
-    again = TenantFleet.from_dict(split.to_dict())
-    assert again.spray == split.spray
+    assert split.spray["1.2.3.4"].state("1.2.3.4") == SprayWindow(attempts=(window.attempts[0],))
+    assert split.failing_accounts("1.2.3.4") == ("a",) and split.failing_accounts("5.6.7.8") == ()
+    again = TenantFleet.from_dict(orjson.loads(orjson.dumps(split.to_dict())))
+    assert again.to_dict() == split.to_dict()
 
 
 def finding(detector: str, event: Event) -> Finding:

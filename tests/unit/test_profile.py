@@ -179,3 +179,24 @@ def test_a_stored_profile_never_counts_fewer_sign_ins_than_its_hours() -> None:
     old = {"user_principal": "jo@contoso.example", "first_seen": T.isoformat(), "sign_ins": 0, "hours": [3] * 168}
     assert profile_from_dict(old).sign_ins == 3 * 168
     assert profile_from_json(orjson.dumps(old)).sign_ins == 3 * 168  # the typed path too
+
+
+def test_a_place_signed_in_from_again_is_kept_once_and_travel_still_reads_the_newest() -> None:
+    from bot.detect.impossible_travel import detect
+
+    params = Params(enabled=None)
+    office = {"country": "DE", "ip": "192.0.2.10", "latitude": 52.52, "longitude": 13.40}
+    p = None
+    for i in range(12):  # every five minutes from the office, with one stop in between elsewhere in town
+        where = office if i != 6 else {**office, "ip": "192.0.2.77"}
+        p = observe(p, sign_in(0, event_id=f"o{i}", occurred_at=T + timedelta(minutes=5 * i), **where), params)
+    assert p is not None
+    assert [(loc.ip, loc.at) for loc in p.recent_locations] == [
+        ("192.0.2.77", T + timedelta(minutes=30)),
+        ("192.0.2.10", T + timedelta(minutes=55)),
+    ]
+    away = sign_in(
+        99, occurred_at=T + timedelta(minutes=75), country="US", ip="203.0.113.5", latitude=40.7, longitude=-74.0
+    )
+    f = detect(away, p, params)
+    assert f is not None and f.reason.startswith("Signed in from US 20 minutes after signing in from DE")
