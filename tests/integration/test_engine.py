@@ -241,3 +241,39 @@ async def test_a_service_principal_signing_in_from_a_new_country_goes_to_the_soc
     # nobody to ask "was this you?": the SOC decides, and the user-account actions are not proposed
     assert case.decision is Decision.SOC and case.state is CaseState.AWAITING_SOC and case.plan == ()
     assert case.plan_notes[0][0] == "*" and "service principal" in case.plan_notes[0][1]
+
+
+async def test_events_joining_a_case_in_one_batch_write_it_once_and_refresh_its_card_once(engine: AsyncEngine) -> None:
+    """A VPN that flips between two far-apart exits: every sign-in is impossible travel and joins the
+    case. The batch writes the case once, owes one card refresh, and audits every join in order."""
+    from dataclasses import replace
+
+    from sqlalchemy import func, select
+
+    from bot.model import MessageRef
+    from bot.store.tables import outbox
+
+    clock = SimClock(T0)
+    svc = service(engine, clock)
+    await ingest(svc, clock, history(["jo"]))
+    t = T0 + timedelta(days=21)
+    await ingest(svc, clock, [ev("jo", t, 1, ip="203.0.113.9", country="PT", city="Lisbon")])
+    (case,) = await cases(engine)
+    posted = await svc.update(replace(case, user_card=MessageRef("D1", "1.0")), action="slack.user_posted", detail={})
+    flips = [
+        ev("jo", t + timedelta(minutes=10 * i), 10 + i, **({} if i % 2 else {"ip": "203.0.113.9", "country": "PT"}))
+        for i in range(1, 9)
+    ]
+    async with engine.connect() as conn:
+        before = (await conn.execute(select(func.count()).select_from(outbox))).scalar_one()
+    await ingest(svc, clock, flips)
+    (grown,) = await cases(engine)
+    assert grown.id == case.id and grown.version == posted.version + 1  # one write for the batch
+    assert len([f for f in grown.findings if f.detector == "impossible_travel"]) >= 8
+    async with engine.connect() as conn:
+        kinds = (await conn.execute(select(outbox.c.kind).where(outbox.c.id > before))).scalars().all()
+        joins = [e async for e in audit.entries(conn) if e.action == "case.findings_added"]
+        verdict = await audit.check(conn)
+    assert len(kinds) == 1  # one refresh of the employee's card, not one per join
+    assert len(joins) == 8 and all(j.case_id == case.id for j in joins)
+    assert verdict.ok
