@@ -50,7 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = asyncio.run(bench(args.cases, args.scale, args.replay_events))
+    from bot.replay import quiet_logs
+
+    with quiet_logs():  # stdout carries the report alone, so `--json` output can be piped
+        report = asyncio.run(bench(args.cases, args.scale, args.replay_events))
     if args.json:
         print(json.dumps(report))
     else:

@@ -3,14 +3,25 @@
 Rows are delivered in id order within each lane; a row that fails blocks the rest of its lane
 until its retry, so a card update never overtakes the card it updates. Transient failures
 (429, 5xx, network) back off and retry; permanent ones are marked dead, logged and audited.
+
+Each Slack post happens once. A replica claims a row before delivering it (an expiring claim, so a
+crashed replica's rows come back), and every post carries its row's key in the message's metadata.
+Slack has no idempotency key for chat.postMessage, so when an earlier attempt began and its outcome
+is unknown (a crash after Slack answered, a 5xx or a lost connection), the retry first looks for its
+key in the conversation (conversations.history / .replies with include_all_metadata) and records
+the message it finds instead of posting a second card. Slack's docs: docs.slack.dev/messaging/
+message-metadata; the history methods return metadata only when include_all_metadata is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,10 +29,10 @@ import orjson
 import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 
 from actions.base import ActionContext
-from actions.ledger import ActionInProgress, Executor
+from actions.ledger import ActionInProgress, Executor, SimulatedCrash
 from bot.audit import log as audit
 from bot.cases.plan import off_hours
 from bot.cases.service import CaseService
@@ -35,6 +46,36 @@ from bot.store import repo
 from bot.store.tables import outbox
 
 log = structlog.get_logger("mailwarden.dispatch")
+
+# A claim outlives the longest wait a claimed row can have before its call: the per-channel pacer with
+# at most `lane_concurrency` (64) rows queued on one channel is about a minute, chat.update's 50/min
+# about 80 s. A crashed replica's rows wait this long before another replica takes them.
+CLAIM_FOR = timedelta(minutes=3)
+DELIVERY_EVENT = "mailwarden_delivery"  # the metadata event_type that marks our posts
+RECONCILE_PAGES = 5  # 1,000 newest messages: how far back a retry looks for its own earlier post
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt at an outbox row: its key (in the metadata of whatever it posts) and whether an
+    earlier attempt began without a known outcome, so that Slack may already show its post."""
+
+    row_id: int
+    key: str
+    retried: bool
+
+
+Handler = Callable[[dict[str, Any], Delivery], Awaitable[None]]
+
+
+def delivery_key(row_id: int, created_at: datetime) -> str:
+    # the row id alone could repeat after a database is rebuilt; with its creation time it cannot
+    return f"{row_id}.{int(created_at.timestamp() * 1_000_000)}"
+
+
+def _slack_refused(exc: BaseException) -> bool:
+    """Slack answered and did nothing: ok=false with a 2xx/4xx status (a 5xx or no answer is unknown)."""
+    return isinstance(exc, SlackApiError) and exc.response.status_code < 500
 
 
 class Permanent(Exception):
@@ -91,7 +132,11 @@ class Dispatcher:
         self.offhours = offhours
         self.pacer = Pacer(pace_scale)
         self._lock = asyncio.Lock()
-        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+        # who holds a claim: a new process is a new claimant, so a restart never takes over its
+        # predecessor's rows before their claims lapse (the call may still be in flight)
+        self.instance = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.crash_points = executor.crash_points  # one set of armed crash points for the process
+        self.handlers: dict[str, Handler] = {
             "user_card.post": self._post_user_card,
             "user_card.update": self._update_user_card,
             "user_reminder.post": self._post_user_reminder,
@@ -108,9 +153,58 @@ class Dispatcher:
         }
 
     # --- paced Slack calls: every post and update goes through these ---------------------------------
-    async def post(self, channel: str, **kw: Any) -> Any:
+    async def post(self, channel: str, delivery: Delivery | None = None, **kw: Any) -> Any:
+        """Post once per outbox row: a retry whose earlier attempt may have landed looks for it first."""
+        if delivery is not None:
+            if delivery.retried:
+                found = await self._find_delivered(channel, delivery, kw.get("thread_ts"))
+                if found is not None:
+                    log.info("slack.post_reconciled", row=delivery.row_id, channel=found["channel"], ts=found["ts"])
+                    return found
+            kw["metadata"] = {"event_type": DELIVERY_EVENT, "event_payload": {"delivery": delivery.key}}
         await self.pacer.wait(f"post:{channel}", **POST_PER_CHANNEL)
-        return await self.slack.chat_postMessage(channel=channel, **kw)
+        posted = await self.slack.chat_postMessage(channel=channel, **kw)
+        self._maybe_crash("after_slack_post")
+        return posted
+
+    def _maybe_crash(self, point: str) -> None:
+        if point in self.crash_points:
+            self.crash_points.discard(point)
+            raise SimulatedCrash(point)
+
+    async def _find_delivered(self, channel: str, delivery: Delivery, thread_ts: str | None) -> dict[str, str] | None:
+        """The message an earlier attempt of this row posted, if Slack shows one."""
+        try:
+            if channel[:1] in ("U", "W"):  # a user ID posts into the app's DM: history needs the DM's ID
+                channel = str((await self.slack.conversations_open(users=channel))["channel"]["id"])
+            cursor: str | None = None
+            for _ in range(RECONCILE_PAGES):
+                args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
+                if cursor:
+                    args["cursor"] = cursor
+                page = await (
+                    self.slack.conversations_replies(ts=thread_ts, **args)
+                    if thread_ts
+                    else self.slack.conversations_history(**args)
+                )
+                for message in page.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    if (
+                        meta.get("event_type") == DELIVERY_EVENT
+                        and (meta.get("event_payload") or {}).get("delivery") == delivery.key
+                    ):
+                        return {"channel": channel, "ts": str(message["ts"])}
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None:
+                    return None
+        except SlackApiError as exc:
+            if _is_transient(exc):
+                raise  # look again on the next attempt rather than guess
+            # no history scope or not in the channel: a second card is better than none
+            log.warning("slack.reconcile_unavailable", row=delivery.row_id, error=str(exc.response.get("error")))
+            return None
+        log.warning("slack.reconcile_gave_up", row=delivery.row_id, pages=RECONCILE_PAGES)
+        return None
 
     async def update(self, channel: str, ts: str, **kw: Any) -> Any:
         await self.pacer.wait("update", **UPDATE_PER_WORKSPACE)
@@ -151,10 +245,13 @@ class Dispatcher:
                 async with gate:
                     done = 0
                     for row in lane_rows:
+                        delivery = await self._claim(row)
+                        if delivery is None:
+                            return done  # another replica is delivering it: the rest of the lane waits
                         try:
-                            await self.handlers[row.kind](orjson.loads(row.payload))
+                            await self.handlers[row.kind](orjson.loads(row.payload), delivery)
                         except Exception as exc:
-                            await self._failed(row, exc)
+                            await self._failed(row, exc, delivery)
                             return done
                         await self._mark(row.id, status="done")
                         done += 1
@@ -162,27 +259,57 @@ class Dispatcher:
 
             return sum(await asyncio.gather(*(run_lane(r) for r in lanes.values())))
 
+    async def _claim(self, row: Any) -> Delivery | None:
+        """Take the row for this replica, unless it changed since it was read or another replica holds
+        it. The claim also stamps the attempt's start, which tells a later retry to look before posting."""
+        now = self.clock.now()
+        unchanged: list[ColumnElement[bool]] = [
+            outbox.c.id == row.id,
+            outbox.c.status == "pending",
+            outbox.c.attempts == row.attempts,
+            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now),
+            outbox.c.started_at.is_(None) if row.started_at is None else outbox.c.started_at == row.started_at,
+        ]
+        async with self.engine.begin() as conn:
+            taken = await conn.execute(
+                update(outbox)
+                .where(*unchanged)
+                .values(claimed_by=self.instance, claimed_until=now + CLAIM_FOR, started_at=now)
+            )
+        if taken.rowcount != 1:
+            log.info("outbox.claimed_elsewhere", row=row.id, kind=row.kind)
+            return None
+        return Delivery(row.id, delivery_key(row.id, row.created_at), retried=row.started_at is not None)
+
     async def _mark(self, row_id: int, **values: Any) -> None:
         async with self.engine.begin() as conn:
             if values.get("status") == "done":
                 values["done_at"] = self.clock.now()
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+            await conn.execute(
+                update(outbox).where(outbox.c.id == row_id).values(claimed_by=None, claimed_until=None, **values)
+            )
 
-    async def _failed(self, row: Any, exc: BaseException) -> None:
+    async def _failed(self, row: Any, exc: BaseException, delivery: Delivery) -> None:
         attempts = row.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:1000]
         transient = _is_transient(exc) and not isinstance(exc, Permanent)
         now = self.clock.now()
         if transient and attempts < self.max_attempts:
             log.warning("outbox.retry", row=row.id, kind=row.kind, attempts=attempts, error=error)
-            await self._mark(row.id, attempts=attempts, last_error=error, next_attempt_at=now + backoff(attempts))
+            # a first attempt that Slack refused (a 429, say) posted nothing: its retry need not look
+            known = {"started_at": None} if not delivery.retried and _slack_refused(exc) else {}
+            await self._mark(
+                row.id, attempts=attempts, last_error=error, next_attempt_at=now + backoff(attempts), **known
+            )
             return
         log.error("outbox.dead", row=row.id, kind=row.kind, attempts=attempts, error=error)
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == row.id)
-                .values(status="dead", attempts=attempts, last_error=error, done_at=now)
+                .values(
+                    status="dead", attempts=attempts, last_error=error, done_at=now, claimed_by=None, claimed_until=None
+                )
             )
             await audit.append(
                 conn,
@@ -233,7 +360,7 @@ class Dispatcher:
             log.info("case.transition_skipped", case_id=case_id, reason=str(exc))
 
     # --- Slack --------------------------------------------------------------------------------------
-    async def _post_user_card(self, payload: dict[str, Any]) -> None:
+    async def _post_user_card(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.user_card is not None:
             return
@@ -271,7 +398,7 @@ class Dispatcher:
         dm = await self.slack.conversations_open(users=user_id)
         channel = str(dm["channel"]["id"])
         card = cards.user_card(replace(case, slack_tz=tz))
-        posted = await self.post(channel, text=card.text, blocks=card.blocks)
+        posted = await self.post(channel, delivery, text=card.text, blocks=card.blocks)
         await self._record(
             case.id,
             "slack.user_card_posted",
@@ -280,21 +407,21 @@ class Dispatcher:
             user_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"])),
         )
 
-    async def _update_user_card(self, payload: dict[str, Any]) -> None:
+    async def _update_user_card(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.user_card is None:
             return  # never posted (user unreachable): nothing to update
         card = cards.user_card(case)
         await self.update(case.user_card.channel, case.user_card.ts, text=card.text, blocks=card.blocks)
 
-    async def _post_user_reminder(self, payload: dict[str, Any]) -> None:
+    async def _post_user_reminder(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.user_card is None or case.state is not CaseState.AWAITING_USER:
             return
         text = cards.user_reminder_text(case)
-        await self.post(case.user_card.channel, text=text, thread_ts=case.user_card.ts, reply_broadcast=True)
+        await self.post(case.user_card.channel, delivery, text=text, thread_ts=case.user_card.ts, reply_broadcast=True)
 
-    async def _post_user_outcome(self, payload: dict[str, Any]) -> None:
+    async def _post_user_outcome(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.user_card is None:
             return
@@ -304,13 +431,13 @@ class Dispatcher:
             recovery_url=self.recovery_url,
             helpdesk=self.helpdesk,
         )
-        await self.post(case.user_card.channel, text=card.text, blocks=card.blocks)
+        await self.post(case.user_card.channel, delivery, text=card.text, blocks=card.blocks)
 
     @staticmethod
     def executor_summaries(outcomes: dict[str, str]) -> list[str]:
         return [f"{name}: {summary}" for name, summary in outcomes.items()]
 
-    async def _post_soc_card(self, payload: dict[str, Any]) -> None:
+    async def _post_soc_card(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.soc_card is not None:
             return
@@ -323,20 +450,20 @@ class Dispatcher:
             case = await self._case(payload)
         card = cards.soc_card(case)
         posted = await self.post(
-            self.soc_channels.get(case.tenant, self.soc_channel), text=card.text, blocks=card.blocks
+            self.soc_channels.get(case.tenant, self.soc_channel), delivery, text=card.text, blocks=card.blocks
         )
         await self._record(
             case.id, "slack.soc_card_posted", soc_card=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
         )
 
-    async def _update_soc_card(self, payload: dict[str, Any]) -> None:
+    async def _update_soc_card(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.soc_card is None:
             return
         card = cards.soc_card(case)
         await self.update(case.soc_card.channel, case.soc_card.ts, text=card.text, blocks=card.blocks)
 
-    async def _post_soc_thread(self, payload: dict[str, Any]) -> None:
+    async def _post_soc_thread(self, payload: dict[str, Any], delivery: Delivery) -> None:
         case = await self._case(payload)
         if case.soc_card is None:
             return
@@ -345,18 +472,21 @@ class Dispatcher:
             prefix += f"<!subteam^{self.oncall_usergroup}> "
         if payload.get("mention_soc") and self.soc_usergroup:
             prefix += f"<!subteam^{self.soc_usergroup}> "
-        await self.post(case.soc_card.channel, thread_ts=case.soc_card.ts, text=(prefix + str(payload["text"]))[:3000])
+        await self.post(
+            case.soc_card.channel, delivery, thread_ts=case.soc_card.ts, text=(prefix + str(payload["text"]))[:3000]
+        )
 
-    async def _post_ephemeral(self, payload: dict[str, Any]) -> None:
+    async def _post_ephemeral(self, payload: dict[str, Any], delivery: Delivery) -> None:
         await self.pacer.wait("ephemeral", **EPHEMERAL_PER_WORKSPACE)
         await self.slack.chat_postEphemeral(
             channel=payload["channel"], user=payload["user"], text=str(payload["text"])[:3000]
         )
 
-    async def _post_message(self, payload: dict[str, Any]) -> None:
+    async def _post_message(self, payload: dict[str, Any], delivery: Delivery) -> None:
         """A card built at enqueue time (travel requests, campaign notes): posted as given."""
         await self.post(
             payload["channel"],
+            delivery,
             text=str(payload["text"])[:3000],
             blocks=payload.get("blocks"),
             thread_ts=payload.get("thread_ts"),
@@ -391,17 +521,17 @@ class Dispatcher:
                 detail={"reason": payload.get("reason")},
             )
 
-    async def _page_trigger(self, payload: dict[str, Any]) -> None:
+    async def _page_trigger(self, payload: dict[str, Any], delivery: Delivery) -> None:
         await self._page("trigger", payload)
 
-    async def _page_acknowledge(self, payload: dict[str, Any]) -> None:
+    async def _page_acknowledge(self, payload: dict[str, Any], delivery: Delivery) -> None:
         await self._page("acknowledge", payload)
 
-    async def _page_resolve(self, payload: dict[str, Any]) -> None:
+    async def _page_resolve(self, payload: dict[str, Any], delivery: Delivery) -> None:
         await self._page("resolve", payload)
 
     # --- containment ------------------------------------------------------------------------------------
-    async def _run_action(self, payload: dict[str, Any]) -> None:
+    async def _run_action(self, payload: dict[str, Any], delivery: Delivery) -> None:
         """Run the approved plan. The first of its rows runs every action (writes to one user share a
         $batch where the provider allows); the ledger makes the plan's later rows no-ops."""
         case = await self._case(payload)

@@ -58,6 +58,9 @@ class Fault:
     status: int
     retry_after: int | None = None
     error: str | None = None
+    # the request takes effect and then the answer is lost (a gateway 5xx after the work was done):
+    # the case a client cannot tell from "nothing happened" without reading back
+    after_effect: bool = False
 
 
 @dataclass
@@ -81,8 +84,9 @@ class Faults:
         retry_after: int | None = None,
         times: int = 1,
         error: str | None = None,
+        after_effect: bool = False,
     ) -> None:
-        self._rules.append(_Rule(re.compile(match), Fault(status, retry_after, error), times))
+        self._rules.append(_Rule(re.compile(match), Fault(status, retry_after, error, after_effect), times))
 
     def take(self, key: str) -> Fault | None:
         for rule in self._rules:

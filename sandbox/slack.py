@@ -115,6 +115,8 @@ class SlackEmulator:
             "views.open": self._views_open,
             "chat.getPermalink": self._chat_get_permalink,
             "views.publish": self._views_publish,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
         }
         self.views: dict[str, dict[str, Any]] = {}  # view id -> {"user", "view", "type"}
         self.homes: dict[str, dict[str, Any]] = {}  # user id -> published Home view
@@ -167,6 +169,10 @@ class SlackEmulator:
     def calls(self, method: str) -> int:
         return sum(1 for r in self.requests if _method_of(r) == method and r.status == 200 and not r.error)
 
+    def all_messages(self) -> list[dict[str, Any]]:
+        """Every message in every conversation, in posting order within each."""
+        return [copy.deepcopy(m) for stored in self._messages.values() for m in stored]
+
     def messages(self, channel: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self._messages.get(self._existing_channel(channel) or channel, []))
 
@@ -190,7 +196,12 @@ class SlackEmulator:
             if fault.status == 429:
                 retry_after = retry_after or 1  # Slack's 429s always carry Retry-After
             default = "ratelimited" if fault.status == 429 else "fatal_error"
+            if fault.after_effect:
+                self._handle(rec, method)  # done, but the client hears only the failure
             return self._refuse(rec, fault.status, fault.error or default, retry_after)
+        return self._handle(rec, method)
+
+    def _handle(self, rec: RecordedRequest, method: str) -> Response:
         try:
             args = _parse_args(rec)
             self._authenticate(rec, args)
@@ -278,8 +289,47 @@ class SlackEmulator:
         if not text and not blocks and not args.get("attachments"):
             raise SlackError("no_text")
         thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        metadata = _parse_metadata(args.get("metadata"))
         stored = self._store(channel, text, blocks or [], thread_ts)
+        stored["metadata"] = metadata
+        stored["broadcast"] = bool(thread_ts) and str(args.get("reply_broadcast", "")).lower() in ("1", "true")
         return {"channel": channel, "ts": stored["ts"], "message": self._wire(stored)}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, top-level messages and broadcast replies, paged by cursor (api-contracts §3)."""
+        channel = self._readable_channel(args)
+        listed = [m for m in self._messages.get(channel, []) if not m["thread_ts"] or m.get("broadcast")]
+        return self._page_of(list(reversed(listed)), args)
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The parent, then its replies oldest first."""
+        channel = self._readable_channel(args)
+        parent = self._find_message(channel, str(args.get("ts", "")), SlackError("thread_not_found"))
+        replies = [m for m in self._messages.get(channel, []) if m["thread_ts"] == parent["ts"]]
+        return self._page_of([parent, *replies], args)
+
+    def _readable_channel(self, args: dict[str, Any]) -> str:
+        channel = str(args.get("channel", ""))
+        if channel not in self._channels:  # history takes a conversation ID, never a user ID
+            raise SlackError("channel_not_found")
+        return channel
+
+    def _page_of(self, messages: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            limit = max(1, min(999, int(args.get("limit") or 100)))
+            start = int(str(args.get("cursor") or "0").removeprefix("next_ts:") or 0)
+        except ValueError:
+            raise SlackError("invalid_cursor") from None
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        chunk = messages[start : start + limit]
+        more = start + limit < len(messages)
+        body: dict[str, Any] = {
+            "messages": [self._wire(m, metadata=metadata) for m in chunk],
+            "has_more": more,
+        }
+        if more:
+            body["response_metadata"] = {"next_cursor": f"next_ts:{start + limit}"}
+        return body
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._existing_channel(str(args.get("channel", "")))
@@ -393,7 +443,7 @@ class SlackEmulator:
         self._messages.setdefault(channel, []).append(message)
         return message
 
-    def _wire(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _wire(self, message: dict[str, Any], *, metadata: bool = True) -> dict[str, Any]:
         wire: dict[str, Any] = {
             "type": "message",
             "user": self.bot_user_id,
@@ -407,6 +457,8 @@ class SlackEmulator:
             wire["blocks"] = copy.deepcopy(message["blocks"])
         if message["thread_ts"]:
             wire["thread_ts"] = message["thread_ts"]
+        if metadata and message.get("metadata"):
+            wire["metadata"] = copy.deepcopy(message["metadata"])
         return wire
 
     # --- interactivity ------------------------------------------------------------------------------
@@ -651,6 +703,25 @@ def _hook_failure(rec: RecordedRequest, status: int, error: str) -> Response:
     # Slack's hooks answer in plain text, not the Web API's JSON envelope.
     rec.error = error
     return PlainTextResponse(error, status)
+
+
+def _parse_metadata(raw: Any) -> dict[str, Any] | None:
+    """chat.postMessage's `metadata`: an object (JSON body) or its JSON text (form body), with a string
+    event_type and an object event_payload; Slack refuses anything else."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise SlackError("invalid_metadata_format") from None
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("event_type"), str)
+        or not isinstance(raw.get("event_payload"), dict)
+    ):
+        raise SlackError("invalid_metadata_format")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
 
 
 def _dm_id(user_id: str) -> str:

@@ -47,8 +47,10 @@ SCOPES: dict[str, frozenset[str]] = {
     "conversations.info": frozenset({"channels:read"}),
     "conversations.list": frozenset({"channels:read"}),
     "conversations.members": frozenset({"channels:read"}),
-    "conversations.history": frozenset({"channels:history"}),
-    "conversations.replies": frozenset({"channels:history"}),
+    # read back only to find a post whose answer was lost (dispatch.py), in the SOC channel (public or
+    # private) and in the app's own DMs
+    "conversations.history": frozenset({"channels:history", "groups:history", "im:history"}),
+    "conversations.replies": frozenset({"channels:history", "groups:history", "im:history"}),
     "conversations.join": frozenset({"channels:join"}),
     "conversations.invite": frozenset({"channels:manage"}),
     "conversations.create": frozenset({"channels:manage"}),

@@ -110,6 +110,11 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("done_at", UTCDateTime(), nullable=True),
+    # who is delivering the row, until when (a crashed replica's claim lapses), and when the latest
+    # attempt began: a row retried after an attempt began may already be in Slack (dispatch.py)
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", UTCDateTime(), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=True),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 

@@ -17,8 +17,8 @@ async def tick(sb: Sandbox) -> None:
     await sb.bot.dispatcher.drain()
 
 
-async def dave_attacked(sb: Sandbox) -> Case:
-    """Failed sign-ins then a success from Moscow for dave; the bot has asked him (high severity)."""
+async def dave_attack_visible(sb: Sandbox) -> None:
+    """Failed sign-ins then a success from Moscow for dave, visible at the source; nothing polled yet."""
     upn, name, gid = DAVE
     await sb.bot.poller.poll_once()  # history first, so the profile knows what is usual
     t0 = sb.clock.now()
@@ -27,8 +27,13 @@ async def dave_attacked(sb: Sandbox) -> Case:
         sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(seconds=30 * i), ok=False, seq=2000 + i, **bad))
     sb.graph.add_sign_in(sign_in(upn, gid, name, t0 + timedelta(minutes=4), seq=2010, **bad))
     sb.clock.advance(timedelta(minutes=7))
+
+
+async def dave_attacked(sb: Sandbox) -> Case:
+    """Failed sign-ins then a success from Moscow for dave; the bot has asked him (high severity)."""
+    await dave_attack_visible(sb)
     await tick(sb)
-    case = await demo.latest_case(sb, upn)
+    case = await demo.latest_case(sb, DAVE[0])
     assert case is not None and case.state.value == "awaiting_user" and case.user_card is not None
     return case
 

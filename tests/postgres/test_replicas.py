@@ -1,5 +1,6 @@
 """The several-replica path on a real PostgreSQL server: migrations, the append-only audit log under
-concurrent writers, and exactly-once containment when two replicas race for the same action."""
+concurrent writers, exactly-once containment when two replicas race for the same action, and each
+outbox row delivered to Slack once when two replicas' dispatchers drain together."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from actions.base import ActionContext, ActionOutcome
 from actions.ledger import ActionInProgress, Executor
 from bot.audit import log as audit
+from bot.cases.machine import Timeouts
+from bot.cases.service import CaseService
 from bot.clock import SimClock
+from bot.detect import Params
+from bot.dispatch import Dispatcher
 from bot.store import db, repo
+from sandbox.server import LoopbackServer
+from sandbox.slack import SlackEmulator
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -136,3 +144,42 @@ async def test_batch_store_keeps_each_record_once_on_postgres(engines) -> None: 
         assert len(await repo.store_raw_batch(conn, rows)) == 700
     async with two.begin() as conn:  # the other replica re-reads the same window
         assert await repo.store_raw_batch(conn, [*rows, {**rows[0], "event_id": "new"}]) == {("s", "new")}
+
+
+async def test_two_replicas_draining_together_post_each_row_once(engines) -> None:  # type: ignore[no-untyped-def]
+    one, two = engines
+    clock = SimClock(T)
+    emu = SlackEmulator(enforce_limits=False)
+    users = [f"U0P{i:03d}" for i in range(8)]
+    for u in users:
+        emu.add_user(u, f"{u.lower()}@contoso.example", u)
+    async with one.begin() as conn:
+        for i in range(40):  # five messages per employee, each employee's in order
+            u = users[i % len(users)]
+            await repo.enqueue(
+                conn, kind="message.post", lane=f"user:{u}", now=T, payload={"channel": u, "text": f"{u} #{i}"}
+            )
+
+    def replica(engine) -> Dispatcher:  # type: ignore[no-untyped-def]
+        cases = CaseService(
+            engine, clock, Params(), Timeouts(timedelta(minutes=15), timedelta(minutes=30)), timedelta(hours=24)
+        )
+        slack = AsyncWebClient(token=emu.bot_token, base_url=url + "/api/")
+        return Dispatcher(engine, clock, cases, slack, Executor(engine, clock, {}), "C0SOC", pace_scale=1000.0)
+
+    async with LoopbackServer(emu.app, "slack") as url:
+        emu.base_url = url
+        first, second = replica(one), replica(two)
+        for _ in range(10):
+            delivered = await asyncio.gather(first.run_once(), second.run_once())
+            if sum(delivered) == 0:
+                break
+    posted = [m["text"] for m in emu.all_messages()]
+    assert sorted(posted) == sorted(f"{users[i % len(users)]} #{i}" for i in range(40))  # each once
+    for u in users:  # and each lane in its own order
+        texts = [m["text"] for m in emu.messages(emu.dm_channel(u))]
+        assert texts == sorted(texts, key=lambda t: int(t.split("#")[1]))
+    async with one.connect() as conn:
+        assert await repo.pending_outbox(conn) == 0
+        claims = (await conn.execute(text("select count(*) from outbox where claimed_by is not null"))).scalar_one()
+    assert claims == 0  # delivered rows give their claim back

@@ -187,6 +187,51 @@ async def test_injected_server_error(slack: Slack) -> None:
     assert [r.status for r in slack.emu.requests] == [500, 200]
 
 
+async def test_history_and_replies_return_metadata_only_when_asked(slack: Slack) -> None:
+    meta = {"event_type": "mailwarden_delivery", "event_payload": {"delivery": "7.1"}}
+    parent = await slack.client.chat_postMessage(channel="C0SOC", text="card", metadata=meta)
+    reply = await slack.client.chat_postMessage(channel="C0SOC", text="in thread", thread_ts=parent["ts"])
+    shout = await slack.client.chat_postMessage(
+        channel="C0SOC", text="broadcast", thread_ts=parent["ts"], reply_broadcast=True
+    )
+    plain_history = await slack.client.conversations_history(channel="C0SOC")
+    # newest first; a thread reply is not in the channel's history unless it was broadcast
+    assert [m["ts"] for m in plain_history["messages"]] == [shout["ts"], parent["ts"]]
+    assert all("metadata" not in m for m in plain_history["messages"])
+    history = await slack.client.conversations_history(channel="C0SOC", include_all_metadata=True)
+    assert history["messages"][1]["metadata"] == meta
+    thread = await slack.client.conversations_replies(channel="C0SOC", ts=parent["ts"], include_all_metadata=True)
+    assert [m["ts"] for m in thread["messages"]] == [parent["ts"], reply["ts"], shout["ts"]]
+    with pytest.raises(SlackApiError) as caught:
+        await slack.client.conversations_history(channel="U0ADA")  # a user ID is not a conversation
+    assert caught.value.response["error"] == "channel_not_found"
+    with pytest.raises(SlackApiError) as caught:
+        await slack.client.chat_postMessage(channel="U0ADA", text="x", metadata={"event_type": 5})  # type: ignore[dict-item]
+    assert caught.value.response["error"] == "invalid_metadata_format"
+
+
+async def test_history_pages_by_cursor(slack: Slack) -> None:
+    slack.emu.enforce_limits = False  # five posts in a row would be paced
+    posted = [(await slack.client.chat_postMessage(channel="C0SOC", text=f"m{i}"))["ts"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await slack.client.conversations_history(channel="C0SOC", limit=2, cursor=cursor)
+        seen += [m["ts"] for m in page["messages"]]
+        cursor = page.get("response_metadata", {}).get("next_cursor")
+        if not page["has_more"]:
+            break
+    assert seen == list(reversed(posted))
+
+
+async def test_after_effect_fault_posts_but_answers_with_an_error(slack: Slack) -> None:
+    slack.emu.faults.inject(r"^chat\.postMessage$", 503, after_effect=True)
+    with pytest.raises(SlackApiError) as caught:
+        await slack.client.chat_postMessage(channel="C0SOC", text="landed anyway")
+    assert caught.value.response.status_code == 503
+    assert [m["text"] for m in slack.emu.messages("C0SOC")] == ["landed anyway"]
+
+
 @dataclass
 class Receiver:
     """A stand-in for the bot's Request URL that checks requests the way bolt does."""
