@@ -250,6 +250,11 @@ class Dispatcher:
                             return done  # another replica is delivering it: the rest of the lane waits
                         try:
                             await self.handlers[row.kind](orjson.loads(row.payload), delivery)
+                        except asyncio.CancelledError:
+                            # shutting down mid-delivery: give the row back now rather than when the
+                            # claim lapses; started_at stays, so whoever takes it looks before posting
+                            await asyncio.shield(self._release(row.id))
+                            raise
                         except Exception as exc:
                             await self._failed(row, exc, delivery)
                             return done
@@ -280,6 +285,17 @@ class Dispatcher:
             log.info("outbox.claimed_elsewhere", row=row.id, kind=row.kind)
             return None
         return Delivery(row.id, delivery_key(row.id, row.created_at), retried=row.started_at is not None)
+
+    async def _release(self, row_id: int) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == row_id, outbox.c.claimed_by == self.instance)
+                    .values(claimed_by=None, claimed_until=None)
+                )
+        except Exception as exc:  # the database may be going away too: the claim then lapses by itself
+            log.warning("outbox.release_failed", row=row_id, error=type(exc).__name__)
 
     async def _mark(self, row_id: int, **values: Any) -> None:
         async with self.engine.begin() as conn:

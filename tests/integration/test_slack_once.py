@@ -3,15 +3,19 @@ lost to a 5xx, and when Slack refused the first attempt (no read-back needed the
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from actions.ledger import SimulatedCrash
 from bot.dispatch import CLAIM_FOR, DELIVERY_EVENT
+from bot.store import repo
+from bot.store.tables import outbox
 from sandbox import demo
-from sandbox.world import Sandbox
+from sandbox.world import Sandbox, eventually
 from tests.integration.helpers import DAVE, dave_attack_visible, dave_attacked, tick, wait_state
 
 
@@ -90,3 +94,28 @@ async def test_a_post_slack_refused_is_retried_without_reading_back(sandbox: San
     await sandbox.bot.dispatcher.drain()
     assert len(cards_in(sandbox, dm)) == 1
     assert sandbox.slack.calls("conversations.history") == 0  # Slack said no: nothing to look for
+
+
+async def test_a_delivery_cut_short_by_shutdown_gives_its_row_back(sandbox: Sandbox) -> None:
+    async with sandbox.bot.engine.begin() as conn:
+        for n in range(3):  # one lane: the pacer lets two through at once, the third waits ~1 s
+            await repo.enqueue(
+                conn,
+                kind="message.post",
+                lane="user:U0DAVE",
+                now=sandbox.clock.now(),
+                payload={"channel": "U0DAVE", "text": f"note {n}"},
+            )
+    dm = sandbox.slack.dm_channel("U0DAVE")
+    draining = asyncio.create_task(sandbox.bot.dispatcher.drain())
+    await eventually(lambda: len(sandbox.slack.messages(dm)) == 2, what="the first two notes")
+    draining.cancel()  # the third is claimed and waiting on the pacer when the process stops
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    async with sandbox.bot.engine.connect() as conn:
+        third = (await conn.execute(select(outbox).where(outbox.c.status == "pending"))).one()
+    assert third.claimed_by is None and third.started_at is not None  # given back, marked as begun
+
+    await sandbox.bot.dispatcher.drain()  # taken again at once, not after the claim would have lapsed
+    assert [m["text"] for m in sandbox.slack.messages(dm)] == ["note 0", "note 1", "note 2"]
+    assert sandbox.slack.calls("conversations.history") == 1  # it had begun: it looked before posting
