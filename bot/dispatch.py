@@ -62,7 +62,7 @@ class Delivery:
 
     row_id: int
     key: str
-    retried: bool
+    may_have_landed: bool
 
 
 Handler = Callable[[dict[str, Any], Delivery], Awaitable[None]]
@@ -156,7 +156,7 @@ class Dispatcher:
     async def post(self, channel: str, delivery: Delivery | None = None, **kw: Any) -> Any:
         """Post once per outbox row: a retry whose earlier attempt may have landed looks for it first."""
         if delivery is not None:
-            if delivery.retried:
+            if delivery.may_have_landed:
                 found = await self._find_delivered(channel, delivery, kw.get("thread_ts"))
                 if found is not None:
                     log.info("slack.post_reconciled", row=delivery.row_id, channel=found["channel"], ts=found["ts"])
@@ -284,7 +284,7 @@ class Dispatcher:
         if taken.rowcount != 1:
             log.info("outbox.claimed_elsewhere", row=row.id, kind=row.kind)
             return None
-        return Delivery(row.id, delivery_key(row.id, row.created_at), retried=row.started_at is not None)
+        return Delivery(row.id, delivery_key(row.id, row.created_at), may_have_landed=row.started_at is not None)
 
     async def _release(self, row_id: int) -> None:
         try:
@@ -313,7 +313,7 @@ class Dispatcher:
         if transient and attempts < self.max_attempts:
             log.warning("outbox.retry", row=row.id, kind=row.kind, attempts=attempts, error=error)
             # a first attempt that Slack refused (a 429, say) posted nothing: its retry need not look
-            known = {"started_at": None} if not delivery.retried and _slack_refused(exc) else {}
+            known = {"started_at": None} if not delivery.may_have_landed and _slack_refused(exc) else {}
             await self._mark(
                 row.id, attempts=attempts, last_error=error, next_attempt_at=now + backoff(attempts), **known
             )
