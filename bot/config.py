@@ -118,6 +118,10 @@ class Settings(BaseModel):
     # rejected records and of records that became evidence of a case; "all" keeps every one, at
     # ~2.5 KB per sign-in (a 10,000-user tenant signs in about 1.5 M times a day: ~3.7 GB a day).
     keep_raw: Literal["evidence", "all"] = "evidence"
+    # Rows without JSON only de-duplicate re-reads; after this many days none can reach them (the
+    # Management Activity API lists at most 7 days back) and they are deleted (bot/store/retention.py).
+    raw_retention_days: int = Field(default=14, ge=8)
+    prune_interval_s: float = Field(default=3600.0, gt=0)
     # Baselines kept in memory between polls on SQLite (one replica): about 3 KB each.
     profile_cache_users: int = Field(default=20_000, ge=0)
 

@@ -1,4 +1,4 @@
-"""APScheduler jobs: poll sources, deliver the outbox, fire due deadlines.
+"""APScheduler jobs: poll sources, deliver the outbox, fire due deadlines, prune old raw rows.
 
 Deadlines live in the cases table, not in the scheduler's memory: the sweeper asks the database
 what is due, so a restart loses none and a replica that was down catches up on start.
@@ -7,11 +7,13 @@ what is due, so a restart loses none and a replica that was down catches up on s
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.store.retention import prune_raw_events
 from bot.wiring import Services
 
 log = structlog.get_logger("mailwarden.scheduler")
@@ -28,7 +30,13 @@ def _guarded(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Await
 
 
 def build_scheduler(
-    services: Services, *, poll_s: float, dispatch_s: float, sweep_s: float, poll: bool = True
+    services: Services,
+    *,
+    poll_s: float,
+    dispatch_s: float,
+    sweep_s: float,
+    poll: bool = True,
+    prune_s: float | None = None,
 ) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -46,5 +54,17 @@ def build_scheduler(
     )
     scheduler.add_job(
         _guarded("sweep", services.cases.fire_due_deadlines), "interval", seconds=sweep_s, id="sweep", **common
+    )
+    keep = timedelta(days=services.settings.raw_retention_days)
+
+    async def prune() -> None:
+        await prune_raw_events(services.engine, services.clock, keep)
+
+    scheduler.add_job(
+        _guarded("prune", prune),
+        "interval",
+        seconds=prune_s if prune_s is not None else services.settings.prune_interval_s,
+        id="prune",
+        **common,
     )
     return scheduler

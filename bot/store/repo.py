@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -451,6 +451,31 @@ async def unseen_raw(conn: AsyncConnection, source: str, tenant: str, ids: Itera
         existing = await conn.execute(_SEEN_IDS, {"source": source, "tenant": tenant, "ids": chunk})
         out.difference_update(eid for (eid,) in existing)
     return out
+
+
+async def prune_raw_batch(
+    conn: AsyncConnection, before: datetime, after_id: int = 0, limit: int = 10_000
+) -> tuple[int, int | None]:
+    """Delete, among the `limit` oldest rows after `after_id`, those that are only duplicate markers:
+    accepted, stored before `before`, without JSON. Rows holding JSON (case evidence, rejections, or
+    everything under keep_raw="all") stay. Returns (deleted, where the next batch starts), or None
+    for the second once the rows reach `before`: ids grow with stored_at, so no later row qualifies.
+    Reading in id order keeps each batch an index range, with no index on stored_at to pay for."""
+    rows = (
+        await conn.execute(
+            select(raw_events.c.id, raw_events.c.stored_at, raw_events.c.status, func.length(raw_events.c.payload))
+            .where(raw_events.c.id > after_id)
+            .order_by(raw_events.c.id)
+            .limit(limit)
+        )
+    ).all()
+    doomed = [r[0] for r in rows if r[1] < before and r[2] == "accepted" and not r[3]]
+    deleted = 0
+    for start in range(0, len(doomed), CHUNK):
+        gone = await conn.execute(delete(raw_events).where(raw_events.c.id.in_(doomed[start : start + CHUNK])))
+        deleted += gone.rowcount  # another replica pruning too may have taken some first
+    reached = len(rows) < limit or any(r[1] >= before for r in rows)
+    return deleted, None if reached else int(rows[-1][0])
 
 
 async def insert_raw(conn: AsyncConnection, rows: Sequence[dict[str, Any] | RawRow]) -> None:

@@ -22,6 +22,7 @@ from bot.clock import SimClock
 from bot.detect import Params
 from bot.dispatch import Dispatcher
 from bot.store import db, repo
+from bot.store.retention import prune_raw_events
 from sandbox.server import LoopbackServer
 from sandbox.slack import SlackEmulator
 
@@ -189,3 +190,22 @@ async def test_two_replicas_draining_together_post_each_row_once(engines) -> Non
         assert await repo.pending_outbox(conn) == 0
         claims = (await conn.execute(text("select count(*) from outbox where claimed_by is not null"))).scalar_one()
     assert claims == 0  # delivered rows give their claim back
+
+
+async def test_retention_prunes_duplicate_markers_on_postgres(engines) -> None:  # type: ignore[no-untyped-def]
+    one, two = engines
+    old, now = T - timedelta(days=20), T
+    rows = [("s", "t1", f"old{i}", old, "u", "accepted", None, "", old + timedelta(seconds=i)) for i in range(5)] + [
+        ("s", "t1", "evidence", old, "u", "accepted", None, '{"id": "evidence"}', old),
+        ("s", "t1", "recent", now, "u", "accepted", None, "", now),
+    ]
+    async with one.begin() as conn:
+        await repo.insert_raw(conn, rows)
+    # both replicas prune at once: the second finds less or nothing, and neither fails
+    counts = await asyncio.gather(
+        prune_raw_events(one, SimClock(now), timedelta(days=14), batch=2),
+        prune_raw_events(two, SimClock(now), timedelta(days=14), batch=2),
+    )
+    async with one.connect() as conn:
+        left = sorted(r[0] for r in await conn.execute(text("select event_id from raw_events")))
+    assert left == ["evidence", "recent"] and sum(counts) == 5  # each row counted by the one that deleted it
