@@ -154,12 +154,17 @@ class Services:
     async def health(self) -> dict[str, Any]:
         try:
             async with self.engine.connect() as conn:
-                pending = await repo.pending_outbox(conn)
+                box = await repo.outbox_health(conn)
                 verdict = await audit.check(conn)
+            oldest = box.oldest_pending_at
             return {
                 "ok": True,
                 "db": "ok",
-                "pending_outbox": pending,
+                "pending_outbox": box.pending,
+                # a growing age means delivery is stuck (Slack down, a lane blocked); dead rows never
+                # reached Slack or the provider and need a person
+                "oldest_pending_s": round(max(0.0, (self.clock.now() - oldest).total_seconds()), 1) if oldest else None,
+                "dead_outbox": box.dead,
                 "audit_ok": verdict.ok,
                 "dry_run": self.settings.dry_run,
             }

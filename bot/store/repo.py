@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,6 +120,33 @@ async def pending_outbox(conn: AsyncConnection) -> int:
     return int(
         (await conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == "pending"))).scalar_one()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    pending: int
+    dead: int  # gave up on: a card or an action that never happened (logged and audited as outbox.dead)
+    oldest_pending_at: datetime | None
+
+
+async def outbox_health(conn: AsyncConnection) -> OutboxHealth:
+    """One statement (the health endpoint is polled): counts by status and the oldest pending row."""
+    pending = outbox.c.status == "pending"
+    row = (
+        await conn.execute(
+            select(
+                func.count().filter(pending),
+                func.count().filter(outbox.c.status == "dead"),
+                func.min(outbox.c.created_at).filter(pending),
+            )
+        )
+    ).one()
+    oldest = row[2]
+    if isinstance(oldest, str):  # SQLite hands an aggregate back as the stored text, untyped
+        oldest = datetime.fromisoformat(oldest)
+    if isinstance(oldest, datetime) and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return OutboxHealth(int(row[0]), int(row[1]), oldest)
 
 
 async def get_cursor(conn: AsyncConnection, source: str, tenant: str) -> datetime | None:

@@ -119,3 +119,23 @@ async def test_a_delivery_cut_short_by_shutdown_gives_its_row_back(sandbox: Sand
     await sandbox.bot.dispatcher.drain()  # taken again at once, not after the claim would have lapsed
     assert [m["text"] for m in sandbox.slack.messages(dm)] == ["note 0", "note 1", "note 2"]
     assert sandbox.slack.calls("conversations.history") == 1  # it had begun: it looked before posting
+
+
+async def test_health_shows_a_stuck_or_dead_outbox(sandbox: Sandbox) -> None:
+    before = await sandbox.bot.health()
+    assert before["dead_outbox"] == 0 and before["oldest_pending_s"] is None
+    async with sandbox.bot.engine.begin() as conn:
+        await repo.enqueue(
+            conn,
+            kind="message.post",
+            lane="soc",
+            now=sandbox.clock.now(),
+            payload={"channel": "C0NOSUCH", "text": "to a channel Slack does not know"},
+        )
+    sandbox.clock.advance(timedelta(seconds=90))
+    waiting = await sandbox.bot.health()
+    assert waiting["pending_outbox"] == 1 and waiting["oldest_pending_s"] == 90.0
+    await sandbox.bot.dispatcher.drain()  # channel_not_found: retrying cannot help
+    after = await sandbox.bot.health()
+    assert after["ok"] and after["dead_outbox"] == 1
+    assert after["pending_outbox"] == 0 and after["oldest_pending_s"] is None

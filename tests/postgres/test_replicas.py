@@ -168,6 +168,8 @@ async def test_two_replicas_draining_together_post_each_row_once(engines) -> Non
         slack = AsyncWebClient(token=emu.bot_token, base_url=url + "/api/")
         return Dispatcher(engine, clock, cases, slack, Executor(engine, clock, {}), "C0SOC", pace_scale=1000.0)
 
+    async with one.connect() as conn:
+        assert await repo.outbox_health(conn) == repo.OutboxHealth(pending=40, dead=0, oldest_pending_at=T)
     # some posts land but their answer is lost: their retries read the DM back on PostgreSQL too
     emu.faults.inject(r"^chat\.postMessage$", 503, after_effect=True, times=6)
     async with LoopbackServer(emu.app, "slack") as url:
@@ -187,7 +189,7 @@ async def test_two_replicas_draining_together_post_each_row_once(engines) -> Non
         texts = [m["text"] for m in emu.messages(emu.dm_channel(u))]
         assert texts == sorted(texts, key=lambda t: int(t.split("#")[1]))
     async with one.connect() as conn:
-        assert await repo.pending_outbox(conn) == 0
+        assert await repo.outbox_health(conn) == repo.OutboxHealth(pending=0, dead=0, oldest_pending_at=None)
         claims = (await conn.execute(text("select count(*) from outbox where claimed_by is not null"))).scalar_one()
     assert claims == 0  # delivered rows give their claim back
 
