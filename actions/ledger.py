@@ -41,6 +41,13 @@ class SimulatedCrash(BaseException):
     """Raised at an armed crash point: unwinds everything without any commit, like SIGKILL."""
 
 
+def crash_if_armed(points: set[str], point: str) -> None:
+    """Die here once if a test armed this point (the ledger's and the dispatcher's crash points)."""
+    if point in points:
+        points.discard(point)
+        raise SimulatedCrash(point)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerResult:
     outcome: ActionOutcome
@@ -80,9 +87,7 @@ class Executor:
         return self.actions
 
     def _maybe_crash(self, point: str) -> None:
-        if point in self.crash_points:
-            self.crash_points.discard(point)
-            raise SimulatedCrash(point)
+        crash_if_armed(self.crash_points, point)
 
     async def _claim(self, case_id: str, name: str, target: str, key: str) -> tuple[str, Any]:
         """Take the ledger row for one (case, action, target).

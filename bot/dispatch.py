@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import ColumnElement, or_, select, update
 
 from actions.base import ActionContext
-from actions.ledger import ActionInProgress, Executor, SimulatedCrash
+from actions.ledger import ActionInProgress, Executor, crash_if_armed
 from bot.audit import log as audit
 from bot.cases.plan import off_hours
 from bot.cases.service import CaseService
@@ -164,13 +164,8 @@ class Dispatcher:
             kw["metadata"] = {"event_type": DELIVERY_EVENT, "event_payload": {"delivery": delivery.key}}
         await self.pacer.wait(f"post:{channel}", **POST_PER_CHANNEL)
         posted = await self.slack.chat_postMessage(channel=channel, **kw)
-        self._maybe_crash("after_slack_post")
+        crash_if_armed(self.crash_points, "after_slack_post")
         return posted
-
-    def _maybe_crash(self, point: str) -> None:
-        if point in self.crash_points:
-            self.crash_points.discard(point)
-            raise SimulatedCrash(point)
 
     async def _find_delivered(self, channel: str, delivery: Delivery, thread_ts: str | None) -> dict[str, str] | None:
         """The message an earlier attempt of this row posted, if Slack shows one."""

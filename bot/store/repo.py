@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +21,7 @@ from bot.detect.fleet import TenantFleet
 from bot.errors import ConcurrentUpdate
 from bot.model import TERMINAL, Case, Profile
 from bot.store import codec
-from bot.store.tables import allow_entries, cases, cursors, fleets, outbox, profiles, raw_events, watchlist
+from bot.store.tables import UTCDateTime, allow_entries, cases, cursors, fleets, outbox, profiles, raw_events, watchlist
 
 
 def dumps(value: Any) -> str:
@@ -137,16 +137,12 @@ async def outbox_health(conn: AsyncConnection) -> OutboxHealth:
             select(
                 func.count().filter(pending),
                 func.count().filter(outbox.c.status == "dead"),
-                func.min(outbox.c.created_at).filter(pending),
+                # FILTER drops the column's type: read the result back as the column stores it
+                type_coerce(func.min(outbox.c.created_at).filter(pending), UTCDateTime()),
             )
         )
     ).one()
-    oldest = row[2]
-    if isinstance(oldest, str):  # SQLite hands an aggregate back as the stored text, untyped
-        oldest = datetime.fromisoformat(oldest)
-    if isinstance(oldest, datetime) and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return OutboxHealth(int(row[0]), int(row[1]), oldest)
+    return OutboxHealth(int(row[0]), int(row[1]), row[2])
 
 
 async def get_cursor(conn: AsyncConnection, source: str, tenant: str) -> datetime | None:
