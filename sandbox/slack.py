@@ -292,7 +292,7 @@ class SlackEmulator:
         metadata = _parse_metadata(args.get("metadata"))
         stored = self._store(channel, text, blocks or [], thread_ts)
         stored["metadata"] = metadata
-        stored["broadcast"] = bool(thread_ts) and str(args.get("reply_broadcast", "")).lower() in ("1", "true")
+        stored["broadcast"] = bool(thread_ts) and _flag(args.get("reply_broadcast"))
         return {"channel": channel, "ts": stored["ts"], "message": self._wire(stored)}
 
     def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +320,7 @@ class SlackEmulator:
             start = int(str(args.get("cursor") or "0").removeprefix("next_ts:") or 0)
         except ValueError:
             raise SlackError("invalid_cursor") from None
-        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        metadata = _flag(args.get("include_all_metadata"))
         chunk = messages[start : start + limit]
         more = start + limit < len(messages)
         body: dict[str, Any] = {
@@ -703,6 +703,11 @@ def _hook_failure(rec: RecordedRequest, status: int, error: str) -> Response:
     # Slack's hooks answer in plain text, not the Web API's JSON envelope.
     rec.error = error
     return PlainTextResponse(error, status)
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as Slack reads it: JSON true, or "1" / "true" in a query or form body."""
+    return str(value).lower() in ("1", "true")
 
 
 def _parse_metadata(raw: Any) -> dict[str, Any] | None:
