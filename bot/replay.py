@@ -7,7 +7,9 @@ Each PATH is NDJSON (one record per line), a JSON array, or an API response page
 `--kind auto`), everything is sorted into event-time order and fed, in batches, through the real
 CaseService.ingest on a temporary SQLite store with a simulated clock that follows the events. No
 Slack, no Graph. A malformed record is counted in `rejected`, its reason goes to stderr, and the
-replay goes on; a file that cannot be read stops it with exit status 2.
+replay goes on; a file that cannot be read stops it with exit status 2. As in the service, when the
+input holds Entra sign-ins, the Office 365 STS logons (UserLoggedIn / UserLoginFailed) are the audit
+log's copies of them and are not detected on a second time.
 
 `--json` prints one line per case, `{"case", "user", "users", "severity", "decision", "detectors",
 "reasons", "events"}` (`user` is null for a campaign case; `users` lists the accounts it touches),
@@ -40,7 +42,7 @@ from bot.detect import Params
 from bot.detect.policy import DEFAULT as DEFAULT_POLICY
 from bot.detect.policy import Policy
 from bot.model import Case, Decision, Event, Rejection
-from bot.sources.normalize import KINDS, PAGE_KEYS, normalize
+from bot.sources.normalize import KINDS, PAGE_KEYS, is_graph_sign_in, is_sign_in_copy, normalize
 from bot.sources.normalize_common import canonical_bytes
 from bot.store import db, repo
 
@@ -203,12 +205,18 @@ async def replay_events(
                 new_id=lambda: f"MW-{next(counter):05d}",
                 profile_cache_size=100_000,
             )
+            # As the service does (bot/sources/base.py): where the input holds a tenant's Graph sign-in
+            # log, that tenant's STS logons are its copies, kept but not detected on.
+            graph_tenants = {e.tenant for e, _ in ordered if is_graph_sign_in(e)}
             for i in range(0, len(ordered), batch):
                 chunk = ordered[i : i + batch]
                 clock.set(max(clock.now(), chunk[-1][0].occurred_at))
                 async with engine.begin() as conn:
                     fresh = await repo.store_raw_batch(conn, [_raw_row(e, p, clock.now()) for e, p in chunk])
-                    await service.ingest(conn, [e for e, _ in chunk if (e.source, e.event_id) in fresh])
+                    detect = fresh - {
+                        (e.source, e.event_id) for e, _ in chunk if e.tenant in graph_tenants and is_sign_in_copy(e)
+                    }
+                    await service.ingest(conn, [e for e, _ in chunk if (e.source, e.event_id) in detect])
             async with engine.connect() as conn:
                 cases = await repo.list_cases(conn)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,8 +38,8 @@ from bot.errors import ConfigError
 from bot.escalate.pagerduty import PagerDuty
 from bot.model import Case, Severity
 from bot.slack.handlers import Interactions, SocDirectory, register
-from bot.sources.base import Poller
-from bot.sources.registry import TenantClients, guarded
+from bot.sources.base import Fetcher, Poller
+from bot.sources.registry import Guarded, SourceSpec, TenantClients, guarded
 from bot.store import db, repo
 
 log = structlog.get_logger("mailwarden")
@@ -180,13 +181,22 @@ class Services:
         await self.engine.dispose()
 
 
-async def _startup_checks(c: TenantClients, settings: Settings) -> set[str]:
-    """The sources of one tenant to switch off: their permission or licence is missing (bot/doctor.py)."""
-    from bot.doctor import MISSING_LICENCE, MISSING_PERMISSION, check_sources
+def _serving(fetcher: Fetcher) -> Callable[[], bool]:
+    """Whether the tenant's Graph sign-in log is arriving: then the audit log's STS logons copy it."""
+    return lambda: isinstance(fetcher, Guarded) and fetcher.serving
+
+
+async def _startup_checks(c: TenantClients, settings: Settings) -> tuple[set[str], set[str]]:
+    """The sources of one tenant to switch off (their permission or licence is missing) and those the
+    provider served (bot/doctor.py)."""
+    from bot.doctor import MISSING_LICENCE, MISSING_PERMISSION, OK, check_sources
 
     off: set[str] = set()
+    served: set[str] = set()
     for v in await check_sources(c, settings):
-        if v.status in (MISSING_PERMISSION, MISSING_LICENCE):
+        if v.status == OK:
+            served.add(v.feature)
+        elif v.status in (MISSING_PERMISSION, MISSING_LICENCE):
             off.add(v.feature)
             log.error(
                 "source.disabled",
@@ -199,7 +209,7 @@ async def _startup_checks(c: TenantClients, settings: Settings) -> set[str]:
             )
         elif v.broken:
             log.warning("source.check_failed", tenant=v.tenant, source=v.feature, detail=v.detail)
-    return off
+    return off, served
 
 
 async def build(
@@ -318,7 +328,8 @@ async def build(
     )
     pollers = []
     for c in clients:
-        switched_off = await _startup_checks(c, settings) if settings.startup_checks else set()
+        switched_off, served = await _startup_checks(c, settings) if settings.startup_checks else (set(), set())
+        specs: dict[str, SourceSpec] = {}
         for name in c.tenant.sources:
             if name in switched_off:
                 continue
@@ -326,6 +337,12 @@ async def build(
             if spec is None:
                 log.warning("source.unavailable", tenant=c.tenant.id, source=name)
                 continue
+            if isinstance(spec.fetcher, Guarded) and name in served:
+                spec.fetcher.proven = True
+            specs[name] = spec
+        sign_in_log = specs.get("signins")
+        copies_graph = _serving(sign_in_log.fetcher) if sign_in_log else None  # for the audit log's STS logons
+        for source, spec in specs.items():
             pollers.append(
                 Poller(
                     spec.fetcher,
@@ -338,6 +355,7 @@ async def build(
                     initial_lookback=spec.initial_lookback,
                     max_window=spec.max_window,
                     keep_raw=settings.keep_raw,
+                    graph_sign_ins=copies_graph if source == "o365_audit" else None,
                 )
             )
     if not pollers:

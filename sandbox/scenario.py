@@ -15,6 +15,9 @@ from its initial look-back), each on its own victim, and written to `labels.json
 the events they produced. Nothing here knows the detectors' thresholds beyond what the public
 rules describe; `mailwarden eval DIR` measures the detectors against it.
 
+Every Entra sign-in is also in o365_audit.json as the unified audit log's STS logon
+(UserLoggedIn / UserLoginFailed), as a tenant reading both sources sees it.
+
 Files: entra_signins.ndjson, entra_risk.json ({"value": [...]}), o365_audit.json (a content blob:
 a JSON array), gws_login.ndjson, gws_token.ndjson, gws_admin.ndjson, gws_alerts.json
 ({"alerts": [...]}), labels.json.
@@ -37,9 +40,10 @@ import orjson
 
 from bot.model import Event
 from bot.sources.normalize import normalize
-from sandbox.wire import graph_sign_in
+from sandbox.wire import graph_sign_in, sts_logon
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+STS_NAMESPACE = uuid.UUID("6d2b1d43-5a0c-4f5e-9c1e-2f4b8e0a7d11")  # the STS copies' ids, from their sign-in's
 MS_DOMAIN = "contoso.example"
 GWS_DOMAIN = "fabrikam.example"
 WARMUP_DAYS = 8  # attacks start after the first week: the history an install reads at start-up
@@ -348,6 +352,23 @@ class Scenario:
             compliant=bool(device.device_id),
             managed=bool(device.device_id),
             trust_type="Azure AD joined" if device.device_id else None,
+        )
+        # The unified audit log holds every sign-in a second time (an STS logon): a tenant that reads
+        # both must not count it twice. Its id comes from the sign-in's, so the seed's sequence holds.
+        self.emit(
+            "o365_audit.json",
+            sts_logon(
+                record_id=str(uuid.uuid5(STS_NAMESPACE, record_id)),
+                at=at,
+                upn=p.upn,
+                user_id=p.uid,
+                ip=ip,
+                user_agent=ua if ua is not None else device.ua,
+                code=code,
+                operating_system=device.os,
+                browser=device.browser,
+                compliant=bool(device.device_id),
+            ),
         )
         return self.emit("entra_signins.ndjson", record)
 

@@ -108,3 +108,60 @@ def graph_sign_in(
     if protocol is not None:
         record["authenticationProtocol"] = protocol
     return record
+
+
+# AADSTS codes by the LogonError name STS logon records carry beside ErrorNumber (detections.md §2.3).
+LOGON_ERROR_NAMES = {50126: "InvalidUserNameOrPassword", 50053: "IdsLocked", 50055: "PasswordExpired"}
+
+
+def sts_logon(
+    *,
+    record_id: str,
+    at: datetime,
+    upn: str,
+    user_id: str,
+    ip: str,
+    user_agent: str,
+    code: int = 0,
+    app_id: str = EXCHANGE_APP_ID,
+    operating_system: str = "Windows10",
+    browser: str = "Edge",
+    compliant: bool = False,
+) -> dict[str, Any]:
+    """The unified audit log's copy of one sign-in (Audit.AzureActiveDirectory, RecordType 15), as the
+    Office 365 Management Activity API serves it: `CreationTime` without a zone, the outcome in the
+    Operation and ErrorNumber (ResultStatus "Success" means only that the call was logged), the client
+    in [{Name, Value}] lists (detections.md §2.3, the Panther and Elastic samples)."""
+    failed = code != 0
+    return {
+        "CreationTime": f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S}",
+        "Id": record_id,
+        "Operation": "UserLoginFailed" if failed else "UserLoggedIn",
+        "OrganizationId": "contoso-org",
+        "RecordType": 15,
+        "ResultStatus": "Success",
+        "UserKey": user_id,
+        "UserType": 0,
+        "Version": 1,
+        "Workload": "AzureActiveDirectory",
+        "ClientIP": ip,
+        "ObjectId": app_id,
+        "UserId": upn,
+        "AzureActiveDirectoryEventType": 1,
+        "ExtendedProperties": [
+            {"Name": "ResultStatusDetail", "Value": "Failure" if failed else "Success"},
+            {"Name": "UserAgent", "Value": user_agent},
+            {"Name": "RequestType", "Value": "Login:login"},
+        ],
+        "ModifiedProperties": [],
+        "Actor": [{"ID": user_id, "Type": 0}, {"ID": upn, "Type": 5}],
+        "ActorIpAddress": ip,
+        "ApplicationId": app_id,
+        "DeviceProperties": [
+            {"Name": "OS", "Value": operating_system},
+            {"Name": "BrowserType", "Value": browser},
+            {"Name": "IsCompliantAndManaged", "Value": str(compliant)},
+        ],
+        "ErrorNumber": str(code),
+        **({"LogonError": LOGON_ERROR_NAMES.get(code, "AuthenticationFailed")} if failed else {}),
+    }

@@ -9,7 +9,7 @@ written once. Delayed watermark (reference/performance.md "Lag vs budget"): each
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.model import Event, Rejection
-from bot.sources.normalize import normalize, normalize_json
+from bot.sources.normalize import is_sign_in_copy, normalize, normalize_json
 from bot.sources.normalize_common import canonical_bytes
 from bot.store import repo
 
@@ -54,6 +54,7 @@ class PollResult:
     duplicates: int = 0
     rejected: int = 0
     cases_opened: int = 0
+    sign_in_copies: int = 0  # STS logons kept but not detected on: Graph's sign-in log holds them
     disabled: bool = False  # the source is switched off (see the source.disabled log line); cursor unmoved
     rejections: list[Rejection] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class Poller:
         initial_lookback: timedelta,
         max_window: timedelta | None = None,
         keep_raw: KeepRaw = "evidence",
+        graph_sign_ins: Callable[[], bool] | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.engine = engine
@@ -83,6 +85,9 @@ class Poller:
         self.initial_lookback = initial_lookback
         self.max_window = max_window  # e.g. the Management Activity API's 24-hour listing limit
         self.keep_raw = keep_raw  # which records keep their JSON (Settings.keep_raw)
+        # Whether the tenant's Graph sign-in log is being read right now: while it is, this source's
+        # copies of the same sign-ins are kept but not detected on (bot/sources/normalize.py).
+        self.graph_sign_ins = graph_sign_ins
 
     @property
     def name(self) -> str:
@@ -117,6 +122,7 @@ class Poller:
                     records=records,
                     now=now,
                     keep_raw=self.keep_raw,
+                    graph_sign_ins=self.graph_sign_ins() if self.graph_sign_ins else False,
                 )
                 # same transaction as the records: a crash before commit re-reads the window, never skips it
                 await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
@@ -125,7 +131,7 @@ class Poller:
             # window again and must learn them once, from what the database holds.
             self.cases.forget_cached_profiles(self.tenant)
             raise
-        result.stored, result.duplicates = taken.stored, taken.duplicates
+        result.stored, result.duplicates, result.sign_in_copies = taken.stored, taken.duplicates, taken.sign_in_copies
         result.rejected, result.rejections, result.cases_opened = (
             len(taken.rejections),
             taken.rejections,
@@ -143,6 +149,7 @@ class Poller:
             duplicates=result.duplicates,
             rejected=result.rejected,
             cases_opened=result.cases_opened,
+            sign_in_copies=result.sign_in_copies,
         )
         return result
 
@@ -154,6 +161,7 @@ class Taken:
     stored: int = 0
     duplicates: int = 0
     cases_opened: int = 0
+    sign_in_copies: int = 0
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -173,6 +181,7 @@ async def take_records(
     records: Sequence[Any],
     now: datetime,
     keep_raw: KeepRaw = "evidence",
+    graph_sign_ins: bool = False,
 ) -> Taken:
     """Keep every record, detect on the new ones, inside the caller's transaction.
 
@@ -180,7 +189,9 @@ async def take_records(
     decode straight into a typed struct. Every record gets a raw_events row, a rejected one with its
     reason, so the cursor may pass it; one that was stored before (the poll window's overlap) is a
     duplicate and is not detected on again. The row keeps the record's JSON when it was rejected or
-    became evidence of a case (or always, with keep_raw="all")."""
+    became evidence of a case (or always, with keep_raw="all"). With `graph_sign_ins` (the tenant's
+    Graph sign-in log is being read), STS logons are kept like any record but not detected on: they
+    copy sign-ins that Graph delivers (bot/sources/normalize.py, is_sign_in_copy)."""
     taken = Taken()
     # each item with its record, whose JSON is written out only if the row keeps it
     items: list[tuple[Event | Rejection, Any]] = []
@@ -204,9 +215,11 @@ async def take_records(
         if isinstance(item, Rejection):
             taken.rejections.append(item)
             log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
+        elif graph_sign_ins and is_sign_in_copy(item):
+            taken.sign_in_copies += 1
         else:
             fresh.append(item)
-    taken.stored = len(fresh)
+    taken.stored = len(fresh) + taken.sign_in_copies
     ingest = await cases.ingest(conn, fresh)
     taken.cases_opened = ingest.cases_opened
     evidence = ingest.evidence

@@ -133,3 +133,26 @@ def normalize_json(kind: str, raw: bytes, tenant: str) -> Normalized:
         source = SOURCES.get(kind, "unknown")
         return [Rejection(source, digest_id(raw.decode("utf-8", "replace")), f"not JSON: {exc}")]
     return normalize(kind, record, tenant)
+
+
+# --- one sign-in, one event -----------------------------------------------------------------------
+# Entra ID writes each sign-in to its own sign-in log (Graph `auditLogs/signIns`) and, as an STS logon
+# (UserLoggedIn / UserLoginFailed, RecordType 15), to the unified audit log that the Management
+# Activity API serves under Audit.AzureActiveDirectory (detections.md §2.3). A tenant that reads both
+# would count every failed password twice: three typos then a success look like six failures, which
+# is failed_then_success's HIGH case (5 failures, Panther) and a false prompt. No documented field
+# joins the two copies, so the richer and sooner of the two (Graph: location, ASN, device, risk,
+# minutes instead of 30 min-24 h late) is the tenant's sign-in record whenever it is being read, and
+# the STS logons are kept for the record but not detected on. Without Graph's sign-in log (no Entra
+# ID P1, or the source off), the STS logons are the sign-ins and are detected on as before.
+GRAPH_SIGN_IN_SOURCE = SOURCES["entra-signin"]
+
+
+def is_sign_in_copy(event: Event) -> bool:
+    """An Office 365 STS logon: the audit log's copy of a sign-in that Entra's sign-in log holds too."""
+    return event.kind == "sign_in" and event.source == SOURCES["o365-audit"]
+
+
+def is_graph_sign_in(event: Event) -> bool:
+    """A sign-in read from Entra's own sign-in log (v1.0 or beta)."""
+    return event.kind == "sign_in" and event.source == GRAPH_SIGN_IN_SOURCE

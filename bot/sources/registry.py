@@ -113,12 +113,20 @@ class Guarded:
         self.name = name
         self.need = need
         self.disabled: Denial | None = None
+        # The provider has served this source (a fetch, or the start-up check, went through). Until
+        # then its data is not relied on in place of another source's (Poller.graph_sign_ins).
+        self.proven = False
+
+    @property
+    def serving(self) -> bool:
+        """Proven and not switched off: its records are arriving."""
+        return self.proven and self.disabled is None
 
     async def fetch(self, start: datetime, end: datetime) -> tuple[list[Any], int]:
         if self.disabled is not None:
             raise SourceDisabled(self.name)
         try:
-            return await self.inner.fetch(start, end)
+            fetched = await self.inner.fetch(start, end)
         except Exception as exc:
             found = denial(exc)
             if found is None:
@@ -139,6 +147,8 @@ class Guarded:
                 else f"the tenant needs {self.need.licence}",
             )
             raise SourceDisabled(self.name) from exc
+        self.proven = True
+        return fetched
 
 
 SourceFactory = Callable[[TenantClients, Settings], SourceSpec]

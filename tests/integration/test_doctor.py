@@ -68,3 +68,40 @@ async def test_startup_check_switches_a_denied_source_off(tmp_path: Path) -> Non
         assert disabled[0]["needs"] == "AuditLog.Read.All" and disabled[0]["when"] == "start-up check"
     finally:
         await sb.stop()
+
+
+async def test_the_audit_log_leaves_sign_ins_to_graph_only_while_graph_serves_them(tmp_path: Path) -> None:
+    """The service wires the rule of bot/sources/normalize.py (is_sign_in_copy): the audit-log poller
+    leaves sign-ins to Graph once Graph has served them (the start-up check, or a first poll), and
+    not at all when the start-up check switched the sign-in log off."""
+    checked = Sandbox(str(tmp_path / "a.db"), overrides={"startup_checks": True})
+    checked.seed()
+    await checked.start()
+    try:
+        pollers = {p.fetcher.source: p for p in checked.bot.pollers}
+        assert pollers["o365_audit"].graph_sign_ins is not None and pollers["o365_audit"].graph_sign_ins()
+        assert pollers["entra_signin"].graph_sign_ins is None
+    finally:
+        await checked.stop()
+
+    unchecked = Sandbox(str(tmp_path / "b.db"), overrides={"startup_checks": False})
+    unchecked.seed()
+    await unchecked.start()
+    try:
+        pollers = {p.fetcher.source: p for p in unchecked.bot.pollers}
+        leaves = pollers["o365_audit"].graph_sign_ins
+        assert leaves is not None and not leaves()  # Graph has not served yet: nothing is left to it
+        await pollers["entra_signin"].poll_once()
+        assert leaves()
+    finally:
+        await unchecked.stop()
+
+    denied = Sandbox(str(tmp_path / "c.db"), overrides={"startup_checks": True})
+    denied.seed()
+    denied.graph.deny_licence(r"/v1\.0/auditLogs/signIns")
+    await denied.start()
+    try:
+        (audit,) = denied.bot.pollers
+        assert audit.fetcher.source == "o365_audit" and audit.graph_sign_ins is None
+    finally:
+        await denied.stop()

@@ -16,6 +16,7 @@ from bot.cli import main
 from bot.detect import detector_ids
 from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, evaluate
 from sandbox.scenario import CATEGORIES, generate
+from sandbox.wire import sts_logon
 from sandbox.world import sign_in
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -78,6 +79,60 @@ def test_replay_cards_and_a_malformed_record(tmp_path: Path, capsys: pytest.Capt
 def test_an_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--json", str(tmp_path / "missing.ndjson")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def sts_copy(graph: dict[str, Any]) -> dict[str, Any]:
+    """The unified audit log's STS logon for the same sign-in (Audit.AzureActiveDirectory)."""
+    return sts_logon(
+        record_id=f"sts-{graph['id']}",
+        at=datetime.fromisoformat(graph["createdDateTime"]),
+        upn=graph["userPrincipalName"],
+        user_id=graph["userId"],
+        ip=graph["ipAddress"],
+        user_agent=graph["userAgent"],
+        code=graph["status"]["errorCode"],
+    )
+
+
+def typos_then_success(user: str, *, typos: int) -> list[dict[str, Any]]:
+    """Three weeks of ordinary mornings, then `typos` wrong passwords and the right one, from home."""
+    out = [sign_in(user, f"id-{user}", user, T0 + timedelta(days=d), seq=d) for d in range(21)]
+    t = T0 + timedelta(days=21)
+    out += [
+        sign_in(user, f"id-{user}", user, t + timedelta(seconds=30 * i), ok=False, seq=50 + i) for i in range(typos)
+    ]
+    out.append(sign_in(user, f"id-{user}", user, t + timedelta(seconds=30 * typos + 30), seq=99))
+    return out
+
+
+def test_an_sts_logon_is_not_a_second_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three typos read from Graph and again from the audit log are three failures, not six (which
+    would be failed_then_success's HIGH case and a question to the employee)."""
+    graph = typos_then_success("jo@contoso.example", typos=3)
+    (tmp_path / "signins.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in graph))
+    (tmp_path / "audit.json").write_bytes(orjson.dumps([sts_copy(r) for r in graph]))
+    _, lines, _ = run_json([str(tmp_path / "signins.ndjson"), str(tmp_path / "audit.json")], capsys)
+    assert lines == [{"summary": {"records": 2 * len(graph), "rejected": 0, "cases": 0}}]
+
+
+def test_sts_logons_are_the_sign_ins_where_graph_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Entra sign-in log in the input (no Entra ID P1): the audit log's STS logons are detected on,
+    and a real run of failures is caught from them alone; with the Graph copies beside them, the case
+    is the same one, on the Graph records."""
+    graph = typos_then_success("ann@contoso.example", typos=6)
+    audit = [sts_copy(r) for r in graph]
+    (tmp_path / "audit.json").write_bytes(orjson.dumps(audit))
+    _, lines, _ = run_json([str(tmp_path / "audit.json")], capsys)
+    (case,) = lines[:-1]
+    assert case["detectors"] == ["failed_then_success"] and case["reasons"][0].startswith("6 failed sign-ins")
+    assert case["events"] == [audit[-1]["Id"]]
+    (tmp_path / "signins.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in graph))
+    _, both, _ = run_json([str(tmp_path / "audit.json"), str(tmp_path / "signins.ndjson")], capsys)
+    (both_case,) = both[:-1]
+    assert both_case["reasons"] == case["reasons"]  # six failures, not twelve
+    assert both_case["events"] == [graph[-1]["id"]]
 
 
 def case_set(lines: list[dict[str, Any]]) -> set[tuple[Any, ...]]:

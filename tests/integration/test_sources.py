@@ -30,6 +30,7 @@ from bot.wiring import graph_client
 from sandbox.graph import GraphEmulator
 from sandbox.o365 import O365Emulator
 from sandbox.server import LoopbackServer
+from sandbox.wire import sts_logon
 from sandbox.world import GRAPH_TOKEN, MANAGE_TOKEN, PUBLISHER_ID, TENANT, SandboxCredential, sign_in
 
 
@@ -400,3 +401,78 @@ async def test_service_principal_sign_ins_are_read_and_kept_under_their_app(worl
     async with poller.engine.connect() as conn:
         profile = await repo.load_profile(conn, TENANT, "app:5p-0000-mailsync")
     assert profile is not None and profile.sign_ins == 1  # its own baseline, learned like a user's
+
+
+# --- one sign-in, one event: the audit log's STS logons and Graph's sign-in log ---------------------
+
+
+def typos(upn: str, uid: str, name: str, at: datetime, n: int, seq: int) -> list[dict[str, Any]]:
+    """`n` wrong passwords 20 s apart, then the right one, as Graph's sign-in log has them."""
+    out = [sign_in(upn, uid, name, at + timedelta(seconds=20 * i), ok=False, seq=seq + i) for i in range(n)]
+    return [*out, sign_in(upn, uid, name, at + timedelta(seconds=20 * n), seq=seq + n)]
+
+
+def sts_copies(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        sts_logon(
+            record_id=f"sts-{r['id']}",
+            at=datetime.fromisoformat(r["createdDateTime"]),
+            upn=r["userPrincipalName"],
+            user_id=r["userId"],
+            ip=r["ipAddress"],
+            user_agent=r["userAgent"],
+            code=r["status"]["errorCode"],
+        )
+        for r in records
+    ]
+
+
+async def test_sts_logons_copy_graph_sign_ins_until_graph_is_refused(world: World, tmp_path: Path) -> None:
+    """While the tenant's Graph sign-in log is read, the audit log's STS logons are kept (and
+    de-duplicated on re-reads) but not counted again; once Graph refuses the sign-in log (no
+    Entra ID P1), the STS logons are the sign-ins and are detected on."""
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/mw.db")
+    await db.migrate(engine)
+    cases = CaseService(
+        engine, world.clock, Params(), Timeouts(timedelta(minutes=15), timedelta(minutes=30)), timedelta(hours=24)
+    )
+    window = {"delay": timedelta(minutes=5), "overlap": timedelta(minutes=15), "initial_lookback": timedelta(hours=3)}
+    sign_ins = Guarded(EntraSignIns(world.client()), tenant=TENANT, name="signins", need=SOURCE_NEEDS["signins"])
+    audit = Guarded(
+        world.activity(content_types=["Audit.AzureActiveDirectory"]),
+        tenant=TENANT,
+        name="o365_audit",
+        need=SOURCE_NEEDS["o365_audit"],
+    )
+    graph_poller = Poller(sign_ins, engine, world.clock, cases, tenant=TENANT, **window)
+    audit_poller = Poller(
+        audit, engine, world.clock, cases, tenant=TENANT, graph_sign_ins=lambda: sign_ins.serving, **window
+    )
+    world.o365.enable("Audit.AzureActiveDirectory", since=T0 - timedelta(days=1))
+    ada = typos(*ADA, T0 - timedelta(minutes=100), 3, seq=10)  # three typos: 3 failures, not 6
+    for r in ada:
+        world.graph.add_sign_in(r)
+    world.o365.add_blob("Audit.AzureActiveDirectory", sts_copies(ada), available_at=T0 - timedelta(minutes=30))
+    assert not sign_ins.serving  # not relied on before Graph has served a read
+    first = await graph_poller.poll_once()
+    assert (first.stored, first.cases_opened) == (4, 0) and sign_ins.serving
+    copied = await audit_poller.poll_once()
+    assert (copied.stored, copied.sign_in_copies, copied.cases_opened) == (4, 4, 0)
+    async with engine.connect() as conn:  # kept, so a re-read of the window is a duplicate
+        assert await repo.unseen_raw(conn, "o365_audit", TENANT, [f"sts-{r['id']}" for r in ada]) == set()
+
+    # The tenant loses Entra ID P1: the sign-in log is refused, the audit log carries the sign-ins.
+    world.graph.deny_licence(r"/v1\.0/auditLogs/signIns")
+    world.clock.advance(timedelta(minutes=10))
+    assert (await graph_poller.poll_once()).disabled and not sign_ins.serving
+    bob = ("bob@contoso.example", "22222222-0000-0000-0000-000000000b0b", "Bob")
+    guessed = typos(*bob, T0 - timedelta(minutes=20), 6, seq=40)
+    world.o365.add_blob("Audit.AzureActiveDirectory", sts_copies(guessed), available_at=T0 + timedelta(minutes=2))
+    world.clock.advance(timedelta(minutes=10))
+    fallback = await audit_poller.poll_once()
+    assert (fallback.stored, fallback.sign_in_copies, fallback.cases_opened) == (7, 0, 1)
+    async with engine.connect() as conn:
+        (case,) = await repo.list_cases(conn)
+    assert case.user_principal == "bob@contoso.example" and case.detectors == ("failed_then_success",)
+    assert case.findings[0].reason.startswith("6 failed sign-ins")
+    await engine.dispose()
