@@ -165,3 +165,17 @@ def sts_logon(
         "ErrorNumber": str(code),
         **({"LogonError": LOGON_ERROR_NAMES.get(code, "AuthenticationFailed")} if failed else {}),
     }
+
+
+def sts_logon_of(graph: dict[str, Any]) -> dict[str, Any]:
+    """The STS logon that the unified audit log holds for a Graph sign-in record (its id prefixed
+    `sts-`): what a tenant reading both sources gets twice."""
+    return sts_logon(
+        record_id=f"sts-{graph['id']}",
+        at=datetime.fromisoformat(graph["createdDateTime"]),
+        upn=graph["userPrincipalName"],
+        user_id=graph["userId"],
+        ip=graph["ipAddress"],
+        user_agent=graph["userAgent"],
+        code=graph["status"]["errorCode"],
+    )

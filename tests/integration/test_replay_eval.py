@@ -16,7 +16,7 @@ from bot.cli import main
 from bot.detect import detector_ids
 from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, evaluate
 from sandbox.scenario import CATEGORIES, generate
-from sandbox.wire import sts_logon
+from sandbox.wire import sts_logon_of
 from sandbox.world import sign_in
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -81,19 +81,6 @@ def test_an_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cannot read" in capsys.readouterr().err
 
 
-def sts_copy(graph: dict[str, Any]) -> dict[str, Any]:
-    """The unified audit log's STS logon for the same sign-in (Audit.AzureActiveDirectory)."""
-    return sts_logon(
-        record_id=f"sts-{graph['id']}",
-        at=datetime.fromisoformat(graph["createdDateTime"]),
-        upn=graph["userPrincipalName"],
-        user_id=graph["userId"],
-        ip=graph["ipAddress"],
-        user_agent=graph["userAgent"],
-        code=graph["status"]["errorCode"],
-    )
-
-
 def typos_then_success(user: str, *, typos: int) -> list[dict[str, Any]]:
     """Three weeks of ordinary mornings, then `typos` wrong passwords and the right one, from home."""
     out = [sign_in(user, f"id-{user}", user, T0 + timedelta(days=d), seq=d) for d in range(21)]
@@ -110,7 +97,7 @@ def test_an_sts_logon_is_not_a_second_failure(tmp_path: Path, capsys: pytest.Cap
     would be failed_then_success's HIGH case and a question to the employee)."""
     graph = typos_then_success("jo@contoso.example", typos=3)
     (tmp_path / "signins.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in graph))
-    (tmp_path / "audit.json").write_bytes(orjson.dumps([sts_copy(r) for r in graph]))
+    (tmp_path / "audit.json").write_bytes(orjson.dumps([sts_logon_of(r) for r in graph]))
     _, lines, _ = run_json([str(tmp_path / "signins.ndjson"), str(tmp_path / "audit.json")], capsys)
     assert lines == [{"summary": {"records": 2 * len(graph), "rejected": 0, "cases": 0}}]
 
@@ -122,7 +109,7 @@ def test_sts_logons_are_the_sign_ins_where_graph_is_not_read(
     and a real run of failures is caught from them alone; with the Graph copies beside them, the case
     is the same one, on the Graph records."""
     graph = typos_then_success("ann@contoso.example", typos=6)
-    audit = [sts_copy(r) for r in graph]
+    audit = [sts_logon_of(r) for r in graph]
     (tmp_path / "audit.json").write_bytes(orjson.dumps(audit))
     _, lines, _ = run_json([str(tmp_path / "audit.json")], capsys)
     (case,) = lines[:-1]

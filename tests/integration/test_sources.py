@@ -30,7 +30,7 @@ from bot.wiring import graph_client
 from sandbox.graph import GraphEmulator
 from sandbox.o365 import O365Emulator
 from sandbox.server import LoopbackServer
-from sandbox.wire import sts_logon
+from sandbox.wire import sts_logon_of
 from sandbox.world import GRAPH_TOKEN, MANAGE_TOKEN, PUBLISHER_ID, TENANT, SandboxCredential, sign_in
 
 
@@ -413,18 +413,7 @@ def typos(upn: str, uid: str, name: str, at: datetime, n: int, seq: int) -> list
 
 
 def sts_copies(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        sts_logon(
-            record_id=f"sts-{r['id']}",
-            at=datetime.fromisoformat(r["createdDateTime"]),
-            upn=r["userPrincipalName"],
-            user_id=r["userId"],
-            ip=r["ipAddress"],
-            user_agent=r["userAgent"],
-            code=r["status"]["errorCode"],
-        )
-        for r in records
-    ]
+    return [sts_logon_of(r) for r in records]
 
 
 async def test_sts_logons_copy_graph_sign_ins_until_graph_is_refused(world: World, tmp_path: Path) -> None:
