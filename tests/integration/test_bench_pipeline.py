@@ -41,6 +41,9 @@ def test_stages_add_their_keys_and_the_plain_run_keeps_its_own(capsys: pytest.Ca
     assert out["after_normalize_us"] == pytest.approx(1e6 / out["pipeline_eps"] - out["normalize_us"], rel=0.02)
     assert main(["bench", "pipeline", "--events", "2000", "--json"]) == 0
     assert not set(STAGE_KEYS) & set(orjson.loads(capsys.readouterr().out))
+    assert main(["bench", "pipeline", "--events", "2000", "--stages"]) == 0
+    text = capsys.readouterr().out
+    assert "split + normalize" in text and "a ratio of 0.5      leaves" in text
 
 
 def test_stage_figures_are_per_event_microseconds_and_the_half_ratio_budget() -> None:
