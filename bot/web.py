@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.metrics import from_health
+
 
 def build_web(bolt: AsyncApp, health: Callable[[], Awaitable[dict[str, Any]]]) -> Starlette:
     handler = AsyncSlackRequestHandler(bolt)
@@ -25,6 +27,7 @@ def build_web(bolt: AsyncApp, health: Callable[[], Awaitable[dict[str, Any]]]) -
         return JSONResponse(report, status_code=200 if report.get("ok") else 503)
 
     async def metrics(_request: Request) -> Response:
+        from_health(await health())  # the outbox and audit gauges, read now as /healthz reads them
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

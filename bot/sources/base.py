@@ -18,6 +18,7 @@ import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot import metrics
 from bot.cases.service import CaseService
 from bot.clock import Clock
 from bot.model import Event, Rejection
@@ -109,8 +110,13 @@ class Poller:
             records, result.pages = await self.fetcher.fetch(start, end)
         except SourceDisabled:
             result.disabled = True
+            metrics.poll_failed(source, self.tenant, disabled=True)
             return result
+        except BaseException:
+            metrics.poll_failed(source, self.tenant)
+            raise
         result.fetched = len(records)
+        cursor = end if position is None else max(end, position)
         try:
             async with self.engine.begin() as conn:
                 taken = await take_records(
@@ -125,17 +131,31 @@ class Poller:
                     graph_sign_ins=self.graph_sign_ins() if self.graph_sign_ins else False,
                 )
                 # same transaction as the records: a crash before commit re-reads the window, never skips it
-                await repo.set_cursor(conn, source, self.tenant, end if position is None else max(end, position), now)
+                await repo.set_cursor(conn, source, self.tenant, cursor, now)
         except BaseException:
             # The in-memory baselines learned from records that were rolled back: the next poll reads the
             # window again and must learn them once, from what the database holds.
             self.cases.forget_cached_profiles(self.tenant)
+            metrics.poll_failed(source, self.tenant)
             raise
         result.stored, result.duplicates, result.sign_in_copies = taken.stored, taken.duplicates, taken.sign_in_copies
         result.rejected, result.rejections, result.cases_opened = (
             len(taken.rejections),
             taken.rejections,
             taken.cases_opened,
+        )
+        metrics.poll_done(
+            source,
+            self.tenant,
+            counts={
+                "detected": taken.stored - taken.sign_in_copies,
+                "duplicate": taken.duplicates,
+                "rejected": len(taken.rejections),
+                "sign_in_copy": taken.sign_in_copies,
+            },
+            cases_opened=taken.cases_opened,
+            cursor=cursor,
+            at=now,
         )
         log.info(
             "source.poll",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import orjson
 import pytest
 from kiota_abstractions.api_error import APIError
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from bot.store import repo
 from bot.store.tables import raw_events
+from bot.web import build_web
 from sandbox.world import PEOPLE, TENANT, TRAVELLERS, Sandbox, sign_in
 
 ALICE = PEOPLE["U0ALICE"]
@@ -167,3 +170,64 @@ async def test_a_rolled_back_poll_leaves_no_learning_in_the_profile_cache(
     async with sandbox.bot.engine.connect() as conn:
         after = await repo.load_profile(conn, TENANT, upn.lower())
     assert after is not None and after.sign_ins == before.sign_ins + 1  # learned once, not twice
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_each_poll_shows_in_the_metrics_by_outcome_and_a_failure_counts_without_moving_the_cursor(
+    sandbox: Sandbox,
+) -> None:
+    """Counters are process-wide (other tests poll this tenant too): the test reads what changed."""
+    key = {"source": "entra_signin", "tenant": TENANT}
+
+    def snapshot() -> dict[str, float]:
+        out = {f"polls_{r}": sample("mailwarden_polls_total", **key, result=r) for r in ("ok", "failed")}
+        for o in ("detected", "duplicate", "rejected", "sign_in_copy"):
+            out[o] = sample("mailwarden_records_total", **key, outcome=o)
+        out["cursor"] = sample("mailwarden_source_cursor_timestamp_seconds", **key)
+        out["last"] = sample("mailwarden_source_last_success_timestamp_seconds", **key)
+        return out
+
+    upn, name, gid = ALICE
+    before = snapshot()
+    first = await sandbox.bot.poller.poll_once()
+    t = sandbox.clock.now() - timedelta(seconds=110)
+    broken = sign_in(upn, gid, name, t, seq=3)
+    del broken["userPrincipalName"]
+    for r in (broken, sign_in(upn, gid, name, t, seq=5)):
+        sandbox.graph.add_sign_in(r)
+    sandbox.clock.advance(timedelta(seconds=60))
+    second = await sandbox.bot.poller.poll_once()  # one good, one malformed
+    sandbox.clock.advance(timedelta(seconds=30))
+    third = await sandbox.bot.poller.poll_once()  # both re-read in the overlap: the good one is a duplicate
+    after = snapshot()
+    assert after["polls_ok"] - before["polls_ok"] == 3
+    assert after["detected"] - before["detected"] == first.stored + second.stored == HISTORY + 1
+    assert after["rejected"] - before["rejected"] == 1 and after["duplicate"] - before["duplicate"] == third.duplicates
+    assert after["sign_in_copy"] == before["sign_in_copy"]
+    cursor_at = await cursor(sandbox)
+    assert cursor_at is not None and after["cursor"] == cursor_at.timestamp()
+    assert after["last"] == sandbox.clock.now().timestamp()
+
+    sandbox.clock.advance(timedelta(minutes=5))
+    sandbox.graph.faults.inject(r"GET .*/auditLogs/signIns", 500, times=1)
+    with pytest.raises(APIError):
+        await sandbox.bot.poller.poll_once()
+    failed = snapshot()
+    assert failed["polls_failed"] - after["polls_failed"] == 1 and failed["polls_ok"] == after["polls_ok"]
+    assert failed["cursor"] == after["cursor"] and failed["last"] == after["last"]  # the window is read again
+
+
+async def test_metrics_endpoint_reports_the_outbox_and_the_audit_chain(sandbox: Sandbox) -> None:
+    await sandbox.bot.poller.poll_once()
+    report = await sandbox.bot.health()
+    app = build_web(sandbox.bot.bolt, sandbox.bot.health)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mw") as client:
+        text = (await client.get("/metrics")).text
+    lines = set(text.splitlines())
+    assert f"mailwarden_outbox_pending {float(report['pending_outbox'])}" in lines
+    assert {"mailwarden_outbox_dead 0.0", "mailwarden_audit_chain_ok 1.0", "mailwarden_db_ok 1.0"} <= lines
+    polls = f'mailwarden_polls_total{{result="ok",source="entra_signin",tenant="{TENANT}"}}'
+    assert any(line.startswith(polls) for line in lines), [x for x in lines if x.startswith("mailwarden_polls")]

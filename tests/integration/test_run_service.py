@@ -53,6 +53,7 @@ def test_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
         assert health.status_code == 200 and health.json()["db"] == "ok" and health.json()["audit_ok"] is True
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
         assert metrics.status_code == 200
+        assert {"mailwarden_db_ok 1.0", "mailwarden_audit_chain_ok 1.0"} <= set(metrics.text.splitlines())
         forged = httpx.post(
             f"http://127.0.0.1:{port}/slack/events",
             content=b"payload=%7B%7D",
