@@ -122,6 +122,9 @@ class Settings(BaseModel):
     # Management Activity API lists at most 7 days back) and they are deleted (bot/store/retention.py).
     raw_retention_days: int = Field(default=14, ge=8)
     prune_interval_s: float = Field(default=3600.0, gt=0)
+    # /healthz and /metrics verify only the audit entries appended since their last check; the whole
+    # chain, whose cost grows with the log (~2 s per 100,000 entries), is verified this often.
+    audit_verify_interval_s: float = Field(default=3600.0, gt=0)
     # Baselines kept in memory between polls on SQLite (one replica): about 3 KB each.
     profile_cache_users: int = Field(default=20_000, ge=0)
 

@@ -1,4 +1,5 @@
-"""APScheduler jobs: poll sources, deliver the outbox, fire due deadlines, prune old raw rows.
+"""APScheduler jobs: poll sources, deliver the outbox, fire due deadlines, prune old raw rows, verify
+the whole audit chain.
 
 Deadlines live in the cases table, not in the scheduler's memory: the sweeper asks the database
 what is due, so a restart loses none and a replica that was down catches up on start.
@@ -60,6 +61,16 @@ def build_scheduler(
     async def prune() -> None:
         await prune_raw_events(services.engine, services.clock, keep)
 
+    async def verify_audit() -> None:
+        await services.verify_audit(full=True)
+
+    scheduler.add_job(
+        _guarded("audit_verify", verify_audit),
+        "interval",
+        seconds=services.settings.audit_verify_interval_s,
+        id="audit_verify",
+        **common,
+    )
     scheduler.add_job(
         _guarded("prune", prune),
         "interval",

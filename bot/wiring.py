@@ -28,6 +28,7 @@ from actions.ledger import BatchRunner, Executor
 from actions.microsoft import MicrosoftActionConfig, microsoft_actions, run_batched, user_facts
 from actions.preflight import ProtectionPolicy, check_plan
 from bot.audit import log as audit
+from bot.audit.chain import Verdict
 from bot.cases.machine import Timeouts
 from bot.cases.service import CaseService
 from bot.clock import Clock
@@ -136,6 +137,10 @@ class Services:
     transports: list[httpx.AsyncHTTPTransport] = field(default_factory=list)
     last_crash: BaseException | None = None
     _tasks: set[asyncio.Task[int]] = field(default_factory=set)
+    # The audit chain as far as this process has verified it, and the first failure it found: a failure
+    # stays reported until a check from the first entry passes again.
+    _audit_verified: tuple[int, str] | None = None
+    _audit_failure: Verdict | None = None
 
     async def kick(self) -> None:
         """Deliver what a click just queued without waiting for the next dispatcher tick."""
@@ -152,11 +157,27 @@ class Services:
             self.last_crash = exc
             log.error("dispatch.kick_failed", error=repr(exc))
 
+    async def verify_audit(self, *, full: bool = False) -> Verdict:
+        """Verify the audit chain: what was appended since the last check, or (full, and the first time)
+        every entry. The scheduler runs a full check every `audit_verify_interval_s`."""
+        start = None if full else self._audit_verified
+        async with self.engine.connect() as conn:
+            verdict = await audit.check(conn, start)
+        if verdict.ok:
+            self._audit_verified = verdict.last
+            if start is None:
+                self._audit_failure = None
+        else:
+            if self._audit_failure is None:
+                log.error("audit.chain_broken", first_bad_seq=verdict.first_bad_seq, problem=verdict.problem)
+            self._audit_failure = verdict
+        return self._audit_failure or verdict
+
     async def health(self) -> dict[str, Any]:
         try:
             async with self.engine.connect() as conn:
                 box = await repo.outbox_health(conn)
-                verdict = await audit.check(conn)
+            verdict = await self.verify_audit()
             oldest = box.oldest_pending_at
             return {
                 "ok": True,

@@ -63,11 +63,14 @@ class Verdict:
     checked: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    last: tuple[int, str] | None = None  # (seq, hash) the walk ended at: where a later check can go on from
 
 
-def verify(entries: Iterable[AuditEntry], head: tuple[int, str] | None) -> Verdict:
-    """Walk the chain in seq order; name the first entry that does not follow from the one before."""
-    expected_seq, prev_hash, n = 1, GENESIS, 0
+def walk(entries: Iterable[AuditEntry], start: tuple[int, str] | None = None) -> Verdict:
+    """Walk entries in seq order from `start` (the last entry already verified; None: from the first) and
+    name the first one that does not follow from the one before. The head is not looked at."""
+    expected_seq, prev_hash = (start[0] + 1, start[1]) if start else (1, GENESIS)
+    n = 0
     for e in entries:
         if e.seq != expected_seq:
             return Verdict(False, n, expected_seq, f"entry {expected_seq} is missing (found {e.seq} next)")
@@ -76,7 +79,14 @@ def verify(entries: Iterable[AuditEntry], head: tuple[int, str] | None) -> Verdi
         if entry_hash(e.prev_hash, e.seq, e.at, e.actor, e.action, e.case_id, e.detail) != e.hash:
             return Verdict(False, n, e.seq, f"entry {e.seq} was altered (its hash does not match its content)")
         prev_hash, expected_seq, n = e.hash, expected_seq + 1, n + 1
-    last = (expected_seq - 1, prev_hash) if n else None
+    return Verdict(True, n, last=(expected_seq - 1, prev_hash) if n or start else None)
+
+
+def against_head(walked: Verdict, head: tuple[int, str] | None) -> Verdict:
+    """A clean walk must end where the head row says the log ends: dropping the newest entries is caught."""
+    if not walked.ok:
+        return walked
+    last, n = walked.last, walked.checked
     if head is not None and last != head:
         return Verdict(
             False,
@@ -85,6 +95,13 @@ def verify(entries: Iterable[AuditEntry], head: tuple[int, str] | None) -> Verdi
             f"log ends at entry {last[0] if last else 0} but the head records entry {head[0]} "
             "(entries were removed from the end, or the head was altered)",
         )
-    if head is None and n:
+    if head is None and last is not None:
         return Verdict(False, n, 1, "the audit head is missing")
-    return Verdict(True, n)
+    return walked
+
+
+def verify(
+    entries: Iterable[AuditEntry], head: tuple[int, str] | None, start: tuple[int, str] | None = None
+) -> Verdict:
+    """Walk the chain in seq order; name the first entry that does not follow from the one before."""
+    return against_head(walk(entries, start), head)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.audit.chain import GENESIS, AuditEntry, Verdict, canonical, seal, verify
+from bot.audit.chain import GENESIS, AuditEntry, Verdict, against_head, canonical, seal, walk
 from bot.store.tables import audit_head, audit_log
 
 
@@ -87,7 +88,53 @@ async def entries(conn: AsyncConnection) -> AsyncIterator[AuditEntry]:
         yield AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
 
 
-async def check(conn: AsyncConnection) -> Verdict:
-    head = (await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))).first()
-    rows = [e async for e in entries(conn)]
-    return verify(rows, (int(head.seq), str(head.hash)) if head and head.seq else None)
+async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, batch: int = 2_000) -> Verdict:
+    """Verify the chain up to the head row, from `start` (an entry verified earlier, as (seq, hash):
+    only what was appended since is read) or, with None, from the first entry.
+
+    Reads in batches of `batch` entries by seq, so neither memory nor one stretch of hashing grows with
+    the log. Only entries up to the head read first are walked: a replica appending meanwhile commits
+    its entries with the head's move, so a check never mistakes them for a broken tail. With `start`,
+    the entry there must still hold the hash it was verified with; an older entry altered since is
+    caught by the next check from the beginning (the service runs one on a schedule)."""
+    head_row = (await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))).first()
+    head = (int(head_row.seq), str(head_row.hash)) if head_row and head_row.seq else None
+    end = head[0] if head else None
+    if start is not None:
+        kept = (await conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == start[0]))).scalar()
+        if kept != start[1]:
+            return Verdict(False, 0, start[0], f"entry {start[0]} changed or went missing since it was verified")
+    position, checked = start, 0
+    while True:
+        query = select(audit_log).order_by(audit_log.c.seq).limit(batch)
+        if position is not None:
+            query = query.where(audit_log.c.seq > position[0])
+        if end is not None:
+            query = query.where(audit_log.c.seq <= end)
+        rows = [
+            AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
+            for r in await conn.execute(query)
+        ]
+        walked = walk(rows, position)
+        checked += walked.checked
+        if not walked.ok:
+            return replace(walked, checked=checked)
+        position = walked.last
+        if len(rows) < batch:
+            break
+        await asyncio.sleep(0)  # a long log is hashed in slices: Slack acks go through in between
+    verdict = against_head(Verdict(True, checked, last=position), head)
+    if verdict.ok and end is not None:
+        beyond = (await conn.execute(select(func.max(audit_log.c.seq)))).scalar()
+        if beyond is not None and beyond > end:
+            # entries after the head: an append that committed since the head was read has moved it;
+            # a head that stayed behind them was set back by hand
+            moved = (await conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1))).scalar()
+            if moved is None or moved < beyond:
+                return Verdict(
+                    False,
+                    checked,
+                    end + 1,
+                    f"the head records entry {end} but the log goes on to entry {beyond} (the head was altered)",
+                )
+    return verdict

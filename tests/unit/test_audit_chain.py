@@ -60,3 +60,20 @@ def test_rehashing_one_entry_still_breaks_the_next() -> None:
     c[1] = forged
     v = verify(c, head(c))
     assert not v.ok and v.first_bad_seq == 3
+
+
+def test_a_walk_goes_on_from_an_entry_verified_earlier() -> None:
+    c = chain(6)
+    first = verify(c[:3], head(c[:3]))
+    assert first.ok and first.last == head(c[:3])
+    rest = verify(c[3:], head(c), start=first.last)
+    assert rest.ok and rest.checked == 3 and rest.last == head(c)
+    assert verify([], head(c), start=head(c)).ok  # nothing new since
+
+
+def test_a_walk_from_the_wrong_place_is_caught() -> None:
+    c = chain(6)
+    v = verify(c[3:], head(c), start=(c[1].seq, c[1].hash))  # entry 3 is skipped
+    assert not v.ok and v.first_bad_seq == 3 and "missing" in (v.problem or "")
+    w = verify(c[3:], head(c), start=(c[2].seq, "f" * 64))  # not the hash entry 4 follows from
+    assert not w.ok and w.first_bad_seq == 4 and "does not follow" in (w.problem or "")
