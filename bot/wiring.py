@@ -141,6 +141,7 @@ class Services:
     # stays reported until a check from the first entry passes again.
     _audit_verified: tuple[int, str] | None = None
     _audit_failure: Verdict | None = None
+    _audit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one check at a time: the next goes on from it
 
     async def kick(self) -> None:
         """Deliver what a click just queued without waiting for the next dispatcher tick."""
@@ -160,18 +161,19 @@ class Services:
     async def verify_audit(self, *, full: bool = False) -> Verdict:
         """Verify the audit chain: what was appended since the last check, or (full, and the first time)
         every entry. The scheduler runs a full check every `audit_verify_interval_s`."""
-        start = None if full else self._audit_verified
-        async with self.engine.connect() as conn:
-            verdict = await audit.check(conn, start)
-        if verdict.ok:
-            self._audit_verified = verdict.last
-            if start is None:
-                self._audit_failure = None
-        else:
-            if self._audit_failure is None:
-                log.error("audit.chain_broken", first_bad_seq=verdict.first_bad_seq, problem=verdict.problem)
-            self._audit_failure = verdict
-        return self._audit_failure or verdict
+        async with self._audit_lock:
+            start = None if full else self._audit_verified
+            async with self.engine.connect() as conn:
+                verdict = await audit.check(conn, start)
+            if verdict.ok:
+                self._audit_verified = verdict.last
+                if start is None:
+                    self._audit_failure = None
+            else:
+                if self._audit_failure is None:
+                    log.error("audit.chain_broken", first_bad_seq=verdict.first_bad_seq, problem=verdict.problem)
+                self._audit_failure = verdict
+            return self._audit_failure or verdict
 
     async def health(self) -> dict[str, Any]:
         try:
