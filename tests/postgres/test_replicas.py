@@ -60,6 +60,38 @@ async def test_concurrent_audit_appends_keep_one_unbroken_chain(engines) -> None
     assert verdict.ok and verdict.checked == 40
 
 
+async def test_checks_while_another_replica_appends_never_report_a_false_break(engines) -> None:  # type: ignore[no-untyped-def]
+    """READ COMMITTED: entries committed after the check read the head must not look like a log that goes
+    on past its head (which is what a head set back by hand looks like)."""
+    one, two = engines
+    done = asyncio.Event()
+
+    async def write() -> None:
+        for i in range(150):
+            async with one.begin() as conn:
+                await audit.append_many(
+                    conn, [audit.Pending(T + timedelta(seconds=i), "replica-1", "test.append", None, {"i": i})] * 3
+                )
+        done.set()
+
+    async def check() -> list[audit.Verdict]:
+        seen, position = [], None
+        while not done.is_set():
+            async with two.connect() as conn:
+                whole = await audit.check(conn, batch=7)
+                since = await audit.check(conn, position, batch=7)
+            seen += [whole, since]
+            position = since.last if since.ok else position
+            await asyncio.sleep(0)
+        return seen
+
+    _, verdicts = await asyncio.gather(write(), check())
+    assert len(verdicts) > 10 and all(v.ok for v in verdicts), [v.problem for v in verdicts if not v.ok][:3]
+    async with two.connect() as conn:
+        final = await audit.check(conn)
+    assert final.ok and final.checked == 450
+
+
 async def test_audit_rows_cannot_be_edited_or_deleted(engines) -> None:  # type: ignore[no-untyped-def]
     one, _ = engines
     async with one.begin() as conn:
