@@ -271,6 +271,10 @@ def normalize_page(data: bytes) -> int:
     return sum(len(normalize_json("entra-signin", bytes(record), "bench")) for record in records)
 
 
+# What `--stages` adds to the JSON report, in the order `stage_figures` gives them.
+STAGE_KEYS = ("normalize_eps", "parse_us", "normalize_us", "after_normalize_us", "budget_at_half_us")
+
+
 def stage_figures(parse_s: float, normalize_s: float, pipeline_s: float) -> dict[str, float]:
     """Per-event microseconds of each stage (times are per event, in seconds) and what a ratio of 0.5
     would leave for everything after normalizing: two parse times, less the normalizing stage."""
@@ -370,6 +374,3 @@ def _run(args: argparse.Namespace) -> int:
             f"(it takes {report['after_normalize_us']:.1f} us)"
         )
     return 0
-
-
-STAGE_KEYS = ("normalize_eps", "parse_us", "normalize_us", "after_normalize_us", "budget_at_half_us")

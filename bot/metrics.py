@@ -61,7 +61,7 @@ def poll_done(
     *,
     counts: Mapping[str, int],
     cases_opened: int,
-    cursor: datetime | None,
+    cursor: datetime,
     at: datetime,
 ) -> None:
     """A poll committed: its records by outcome (see OUTCOMES), the cases they opened, the new cursor."""
@@ -69,8 +69,7 @@ def poll_done(
     for outcome in OUTCOMES:
         RECORDS.labels(source, tenant, outcome).inc(counts.get(outcome, 0))
     CASES_OPENED.labels(source, tenant).inc(cases_opened)
-    if cursor is not None:
-        CURSOR.labels(source, tenant).set(cursor.timestamp())
+    CURSOR.labels(source, tenant).set(cursor.timestamp())
     LAST_POLL.labels(source, tenant).set(at.timestamp())
 
 

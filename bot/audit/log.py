@@ -82,10 +82,14 @@ async def append_many(conn: AsyncConnection, pending: Sequence[Pending]) -> list
     return out
 
 
+def _entry(r: Any) -> AuditEntry:
+    return AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
+
+
 async def entries(conn: AsyncConnection) -> AsyncIterator[AuditEntry]:
     result = await conn.stream(select(audit_log).order_by(audit_log.c.seq))
     async for r in result:
-        yield AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
+        yield _entry(r)
 
 
 async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, batch: int = 2_000) -> Verdict:
@@ -111,10 +115,7 @@ async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, 
             query = query.where(audit_log.c.seq > position[0])
         if end is not None:
             query = query.where(audit_log.c.seq <= end)
-        rows = [
-            AuditEntry(r.seq, r.at, r.actor, r.action, r.case_id, r.detail, r.prev_hash, r.hash)
-            for r in await conn.execute(query)
-        ]
+        rows = [_entry(r) for r in await conn.execute(query)]
         walked = walk(rows, position)
         checked += walked.checked
         if not walked.ok:

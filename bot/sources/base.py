@@ -112,7 +112,7 @@ class Poller:
             result.disabled = True
             metrics.poll_failed(source, self.tenant, disabled=True)
             return result
-        except BaseException:
+        except Exception:  # a shutdown (CancelledError) is not a failed poll
             metrics.poll_failed(source, self.tenant)
             raise
         result.fetched = len(records)
@@ -132,11 +132,12 @@ class Poller:
                 )
                 # same transaction as the records: a crash before commit re-reads the window, never skips it
                 await repo.set_cursor(conn, source, self.tenant, cursor, now)
-        except BaseException:
+        except BaseException as exc:
             # The in-memory baselines learned from records that were rolled back: the next poll reads the
             # window again and must learn them once, from what the database holds.
             self.cases.forget_cached_profiles(self.tenant)
-            metrics.poll_failed(source, self.tenant)
+            if isinstance(exc, Exception):  # a shutdown (CancelledError) is not a failed poll
+                metrics.poll_failed(source, self.tenant)
             raise
         result.stored, result.duplicates, result.sign_in_copies = taken.stored, taken.duplicates, taken.sign_in_copies
         result.rejected, result.rejections, result.cases_opened = (
