@@ -6,8 +6,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from bot.audit import log as audit
 from bot.scheduler import build_scheduler
+from bot.store.tables import audit_log
 from sandbox.world import Sandbox
 
 TRIGGERS = ("DROP TRIGGER IF EXISTS audit_log_no_update", "DROP TRIGGER IF EXISTS audit_log_no_delete")
@@ -107,11 +111,7 @@ async def test_a_long_log_is_checked_in_slices_with_the_same_verdict(sandbox: Sa
     assert not broken.ok and broken.first_bad_seq == 13 and broken.checked == 12
 
 
-async def _hash_of(conn, seq: int) -> str:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from bot.store.tables import audit_log
-
+async def _hash_of(conn: AsyncConnection, seq: int) -> str:
     return str((await conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq))).scalar_one())
 
 
