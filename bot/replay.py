@@ -205,16 +205,21 @@ async def replay_events(
                 new_id=lambda: f"MW-{next(counter):05d}",
                 profile_cache_size=100_000,
             )
-            # As the service does (bot/sources/base.py): where the input holds a tenant's Graph sign-in
-            # log, that tenant's STS logons are its copies, kept but not detected on.
-            graph_tenants = {e.tenant for e, _ in ordered if is_graph_sign_in(e)}
+            # As the service does (bot/sources/base.py): where the input holds a tenant's interactive Graph
+            # sign-ins, that tenant's STS logons are their copies, kept but not detected on; its token
+            # redemptions only where the input holds its non-interactive Graph sign-ins too.
+            graph_tenants = {e.tenant for e, _ in ordered if is_graph_sign_in(e) and e.interactive}
+            token_tenants = {e.tenant for e, _ in ordered if is_graph_sign_in(e) and not e.interactive}
             for i in range(0, len(ordered), batch):
                 chunk = ordered[i : i + batch]
                 clock.set(max(clock.now(), chunk[-1][0].occurred_at))
                 async with engine.begin() as conn:
                     fresh = await repo.store_raw_batch(conn, [_raw_row(e, p, clock.now()) for e, p in chunk])
                     detect = fresh - {
-                        (e.source, e.event_id) for e, _ in chunk if e.tenant in graph_tenants and is_sign_in_copy(e)
+                        (e.source, e.event_id)
+                        for e, _ in chunk
+                        if e.tenant in graph_tenants
+                        and is_sign_in_copy(e, noninteractive_log=e.tenant in token_tenants)
                     }
                     await service.ingest(conn, [e for e, _ in chunk if (e.source, e.event_id) in detect])
             async with engine.connect() as conn:

@@ -205,7 +205,7 @@ class Services:
 
 
 def _serving(fetcher: Fetcher) -> Callable[[], bool]:
-    """Whether the tenant's Graph sign-in log is arriving: then the audit log's STS logons copy it."""
+    """Whether one of the tenant's Graph sign-in logs is arriving: then the audit log's STS logons copy it."""
     return lambda: isinstance(fetcher, Guarded) and fetcher.serving
 
 
@@ -363,8 +363,11 @@ async def build(
             if isinstance(spec.fetcher, Guarded) and name in served:
                 spec.fetcher.proven = True
             specs[name] = spec
-        sign_in_log = specs.get("signins")
-        copies_graph = _serving(sign_in_log.fetcher) if sign_in_log else None  # for the audit log's STS logons
+        # for the audit log's STS logons (bot/sources/normalize.py, is_sign_in_copy)
+        sign_in_log, token_log = specs.get("signins"), specs.get("signins_noninteractive")
+        copies_graph = _serving(sign_in_log.fetcher) if sign_in_log else None
+        # a filtered non-interactive log (MAILWARDEN_NONINTERACTIVE_FILTER) holds only some token redemptions
+        copies_tokens = _serving(token_log.fetcher) if token_log and not settings.noninteractive_filter else None
         for source, spec in specs.items():
             pollers.append(
                 Poller(
@@ -379,6 +382,7 @@ async def build(
                     max_window=spec.max_window,
                     keep_raw=settings.keep_raw,
                     graph_sign_ins=copies_graph if source == "o365_audit" else None,
+                    graph_noninteractive_sign_ins=copies_tokens if source == "o365_audit" else None,
                 )
             )
     if not pollers:

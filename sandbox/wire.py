@@ -127,6 +127,7 @@ def sts_logon(
     operating_system: str = "Windows10",
     browser: str = "Edge",
     compliant: bool = False,
+    request_type: str = "Login:login",
 ) -> dict[str, Any]:
     """The unified audit log's copy of one sign-in (Audit.AzureActiveDirectory, RecordType 15), as the
     Office 365 Management Activity API serves it: `CreationTime` without a zone, the outcome in the
@@ -151,7 +152,7 @@ def sts_logon(
         "ExtendedProperties": [
             {"Name": "ResultStatusDetail", "Value": "Failure" if failed else "Success"},
             {"Name": "UserAgent", "Value": user_agent},
-            {"Name": "RequestType", "Value": "Login:login"},
+            {"Name": "RequestType", "Value": request_type},
         ],
         "ModifiedProperties": [],
         "Actor": [{"ID": user_id, "Type": 0}, {"ID": upn, "Type": 5}],
@@ -169,7 +170,9 @@ def sts_logon(
 
 def sts_logon_of(graph: dict[str, Any]) -> dict[str, Any]:
     """The STS logon that the unified audit log holds for a Graph sign-in record (its id prefixed
-    `sts-`): what a tenant reading both sources gets twice."""
+    `sts-`): what a tenant reading both sources gets twice. A non-interactive sign-in's copy is a token
+    redemption at the OAuth token endpoint (RequestType OAuth2:Token)."""
+    noninteractive = graph.get("isInteractive") is False or "nonInteractiveUser" in graph.get("signInEventTypes", ())
     return sts_logon(
         record_id=f"sts-{graph['id']}",
         at=datetime.fromisoformat(graph["createdDateTime"]),
@@ -178,4 +181,5 @@ def sts_logon_of(graph: dict[str, Any]) -> dict[str, Any]:
         ip=graph["ipAddress"],
         user_agent=graph["userAgent"],
         code=graph["status"]["errorCode"],
+        request_type="OAuth2:Token" if noninteractive else "Login:login",
     )

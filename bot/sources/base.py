@@ -75,6 +75,7 @@ class Poller:
         max_window: timedelta | None = None,
         keep_raw: KeepRaw = "evidence",
         graph_sign_ins: Callable[[], bool] | None = None,
+        graph_noninteractive_sign_ins: Callable[[], bool] | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.engine = engine
@@ -89,6 +90,8 @@ class Poller:
         # Whether the tenant's Graph sign-in log is being read right now: while it is, this source's
         # copies of the same sign-ins are kept but not detected on (bot/sources/normalize.py).
         self.graph_sign_ins = graph_sign_ins
+        # ... and whether its non-interactive one is too, which holds the token redemptions' copies.
+        self.graph_noninteractive_sign_ins = graph_noninteractive_sign_ins
 
     @property
     def name(self) -> str:
@@ -129,6 +132,9 @@ class Poller:
                     now=now,
                     keep_raw=self.keep_raw,
                     graph_sign_ins=self.graph_sign_ins() if self.graph_sign_ins else False,
+                    graph_noninteractive_sign_ins=(
+                        self.graph_noninteractive_sign_ins() if self.graph_noninteractive_sign_ins else False
+                    ),
                 )
                 # same transaction as the records: a crash before commit re-reads the window, never skips it
                 await repo.set_cursor(conn, source, self.tenant, cursor, now)
@@ -203,6 +209,7 @@ async def take_records(
     now: datetime,
     keep_raw: KeepRaw = "evidence",
     graph_sign_ins: bool = False,
+    graph_noninteractive_sign_ins: bool = False,
 ) -> Taken:
     """Keep every record, detect on the new ones, inside the caller's transaction.
 
@@ -212,7 +219,8 @@ async def take_records(
     duplicate and is not detected on again. The row keeps the record's JSON when it was rejected or
     became evidence of a case (or always, with keep_raw="all"). With `graph_sign_ins` (the tenant's
     Graph sign-in log is being read), STS logons are kept like any record but not detected on: they
-    copy sign-ins that Graph delivers (bot/sources/normalize.py, is_sign_in_copy)."""
+    copy sign-ins that Graph delivers (bot/sources/normalize.py, is_sign_in_copy), except token
+    redemptions unless `graph_noninteractive_sign_ins` (its non-interactive log is read too)."""
     taken = Taken()
     # each item with its record, whose JSON is written out only if the row keeps it
     items: list[tuple[Event | Rejection, Any]] = []
@@ -236,7 +244,7 @@ async def take_records(
         if isinstance(item, Rejection):
             taken.rejections.append(item)
             log.warning("record.rejected", source=source, record_id=item.event_id, reason=item.reason)
-        elif graph_sign_ins and is_sign_in_copy(item):
+        elif graph_sign_ins and is_sign_in_copy(item, noninteractive_log=graph_noninteractive_sign_ins):
             taken.sign_in_copies += 1
         else:
             fresh.append(item)

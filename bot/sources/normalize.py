@@ -147,10 +147,28 @@ def normalize_json(kind: str, raw: bytes, tenant: str) -> Normalized:
 # ID P1, or the source off), the STS logons are the sign-ins and are detected on as before.
 GRAPH_SIGN_IN_SOURCE = SOURCES["entra-signin"]
 
+# Which of Graph's two sign-in logs holds the copy depends on the logon. One at the OAuth token
+# endpoint (RequestType "OAuth2:Token", seen on UserLoggedIn records in public audit-log samples: a
+# refresh token or an authorization code redeemed, or a password grant) is mostly what Entra logs as a
+# *non-interactive* sign-in, which the v1.0 log (the `signins` source) does not return (api-contracts.md:
+# non-interactive sign-ins are a beta-only query). A stolen refresh token replayed from an attacker's
+# address is exactly such a logon (detections.md A6), so a token redemption is left to Graph only while
+# the non-interactive log (`signins_noninteractive`) is read too. Without it, a password grant (ROPC,
+# which Entra logs as interactive) is counted twice, which costs less than a replayed token unseen.
+TOKEN_REQUEST = "oauth2:token"  # noqa: S105 - a RequestType value, not a secret
 
-def is_sign_in_copy(event: Event) -> bool:
-    """An Office 365 STS logon: the audit log's copy of a sign-in that Entra's sign-in log holds too."""
-    return event.kind == "sign_in" and event.source == SOURCES["o365-audit"]
+
+def is_token_redemption(event: Event) -> bool:
+    """An STS logon at the OAuth token endpoint (RequestType OAuth2:Token)."""
+    return any(name == "RequestType" and value.lower() == TOKEN_REQUEST for name, value in event.parameters)
+
+
+def is_sign_in_copy(event: Event, *, noninteractive_log: bool = False) -> bool:
+    """An Office 365 STS logon that Entra's sign-in log holds too, for a tenant whose interactive Graph
+    sign-in log is being read (and, with `noninteractive_log`, its non-interactive one as well)."""
+    if event.kind != "sign_in" or event.source != SOURCES["o365-audit"]:
+        return False
+    return noninteractive_log or not is_token_redemption(event)
 
 
 def is_graph_sign_in(event: Event) -> bool:

@@ -73,7 +73,8 @@ async def test_startup_check_switches_a_denied_source_off(tmp_path: Path) -> Non
 async def test_the_audit_log_leaves_sign_ins_to_graph_only_while_graph_serves_them(tmp_path: Path) -> None:
     """The service wires the rule of bot/sources/normalize.py (is_sign_in_copy): the audit-log poller
     leaves sign-ins to Graph once Graph has served them (the start-up check, or a first poll), and
-    not at all when the start-up check switched the sign-in log off."""
+    not at all when the start-up check switched the sign-in log off; token redemptions only while the
+    whole non-interactive log is read too."""
     checked = Sandbox(str(tmp_path / "a.db"), overrides={"startup_checks": True})
     checked.seed()
     await checked.start()
@@ -81,8 +82,33 @@ async def test_the_audit_log_leaves_sign_ins_to_graph_only_while_graph_serves_th
         pollers = {p.fetcher.source: p for p in checked.bot.pollers}
         assert pollers["o365_audit"].graph_sign_ins is not None and pollers["o365_audit"].graph_sign_ins()
         assert pollers["entra_signin"].graph_sign_ins is None
+        assert pollers["o365_audit"].graph_noninteractive_sign_ins is None  # not read: token redemptions are not copies
     finally:
         await checked.stop()
+
+    sources = ["signins", "signins_noninteractive", "o365_audit"]
+    both = Sandbox(str(tmp_path / "d.db"), overrides={"startup_checks": True, "ms_sources": sources})
+    both.seed()
+    await both.start()
+    try:
+        pollers = {p.fetcher.source: p for p in both.bot.pollers}
+        tokens = pollers["o365_audit"].graph_noninteractive_sign_ins
+        assert tokens is not None and tokens()  # the non-interactive log holds the token redemptions' copies
+    finally:
+        await both.stop()
+
+    filtered = Sandbox(
+        str(tmp_path / "e.db"),
+        overrides={"startup_checks": True, "ms_sources": sources, "noninteractive_filter": ["failures"]},
+    )
+    filtered.seed()
+    await filtered.start()
+    try:
+        pollers = {p.fetcher.source: p for p in filtered.bot.pollers}
+        assert "entra_signin_noninteractive" in pollers
+        assert pollers["o365_audit"].graph_noninteractive_sign_ins is None  # holds only some of them
+    finally:
+        await filtered.stop()
 
     unchecked = Sandbox(str(tmp_path / "b.db"), overrides={"startup_checks": False})
     unchecked.seed()

@@ -122,6 +122,35 @@ def test_sts_logons_are_the_sign_ins_where_graph_is_not_read(
     assert both_case["events"] == [graph[-1]["id"]]
 
 
+def test_a_replayed_token_is_seen_in_the_audit_log_until_the_input_holds_noninteractive_sign_ins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The input holds the interactive Graph sign-ins and every STS logon: the interactive logons are
+    their copies, but a refresh token redeemed by a script (RequestType OAuth2:Token) is in no Graph
+    record of the input, so its STS logon is detected on. With the non-interactive Graph record beside
+    it, the STS logon is a copy and the script is caught on the Graph record alone."""
+    graph = [sign_in("jo@contoso.example", "id-jo", "jo", T0 + timedelta(days=d), seq=d) for d in range(21)]
+    token = sign_in(
+        "jo@contoso.example", "id-jo", "jo", T0 + timedelta(days=21, hours=1), ip="203.0.113.9",
+        ua="python-requests/2.31.0", seq=77,
+    )  # fmt: skip
+    token = {**token, "isInteractive": False}
+    audit = [sts_logon_of(r) for r in [*graph, token]]
+    assert {"Name": "RequestType", "Value": "OAuth2:Token"} in audit[-1]["ExtendedProperties"]
+    (tmp_path / "signins.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in graph))
+    (tmp_path / "audit.json").write_bytes(orjson.dumps(audit))
+    _, lines, _ = run_json([str(tmp_path / "signins.ndjson"), str(tmp_path / "audit.json")], capsys)
+    (case,) = lines[:-1]
+    assert "scripted_client" in case["detectors"] and case["events"] == [audit[-1]["Id"]]
+    (tmp_path / "noninteractive.ndjson").write_bytes(orjson.dumps(token) + b"\n")
+    _, both, _ = run_json(
+        [str(tmp_path / "signins.ndjson"), str(tmp_path / "noninteractive.ndjson"), str(tmp_path / "audit.json")],
+        capsys,
+    )
+    (both_case,) = both[:-1]
+    assert "scripted_client" in both_case["detectors"] and both_case["events"] == [token["id"]]
+
+
 def case_set(lines: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     return {
         (c["user"], tuple(c["users"]), c["severity"], c["decision"], tuple(c["detectors"]), tuple(sorted(c["events"])))

@@ -465,3 +465,61 @@ async def test_sts_logons_copy_graph_sign_ins_until_graph_is_refused(world: Worl
     assert case.user_principal == "bob@contoso.example" and case.detectors == ("failed_then_success",)
     assert case.findings[0].reason.startswith("6 failed sign-ins")
     await engine.dispose()
+
+
+def token_redemption(upn: str, uid: str, name: str, at: datetime, *, seq: int) -> dict[str, Any]:
+    """A refresh token redeemed by a script from an unfamiliar address, as the audit log has it (an STS
+    logon, RequestType OAuth2:Token): Entra logs it as a non-interactive sign-in."""
+    graph = sign_in(upn, uid, name, at, ip="203.0.113.9", ua="python-requests/2.31.0", seq=seq)
+    return sts_logon_of({**graph, "isInteractive": False})
+
+
+async def test_token_redemptions_are_left_to_graph_only_while_its_noninteractive_log_is_read(
+    world: World, tmp_path: Path
+) -> None:
+    """With only Graph's interactive (v1.0) sign-in log read, a replayed refresh token shows nowhere but
+    in the audit log: that STS logon is detected on while the interactive ones beside it are copies.
+    Once the non-interactive log is read too, token redemptions are its copies as well."""
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/mw.db")
+    await db.migrate(engine)
+    cases = CaseService(
+        engine,
+        world.clock,
+        Params(enabled=None),
+        Timeouts(timedelta(minutes=15), timedelta(minutes=30)),
+        timedelta(hours=24),
+    )
+    window = {"delay": timedelta(minutes=5), "overlap": timedelta(minutes=15), "initial_lookback": timedelta(hours=3)}
+    noninteractive_read = False
+    audit_poller = Poller(
+        world.activity(content_types=["Audit.AzureActiveDirectory"]),
+        engine,
+        world.clock,
+        cases,
+        tenant=TENANT,
+        graph_sign_ins=lambda: True,
+        graph_noninteractive_sign_ins=lambda: noninteractive_read,
+        **window,
+    )
+    world.o365.enable("Audit.AzureActiveDirectory", since=T0 - timedelta(days=1))
+    ada = typos(*ADA, T0 - timedelta(minutes=100), 3, seq=10)
+    replayed = token_redemption(*ADA, T0 - timedelta(minutes=90), seq=20)
+    assert {"Name": "RequestType", "Value": "OAuth2:Token"} in replayed["ExtendedProperties"]
+    world.o365.add_blob(
+        "Audit.AzureActiveDirectory", [*sts_copies(ada), replayed], available_at=T0 - timedelta(minutes=30)
+    )
+    first = await audit_poller.poll_once()
+    assert (first.stored, first.sign_in_copies, first.cases_opened) == (5, 4, 1)
+    async with engine.connect() as conn:
+        (case,) = await repo.list_cases(conn)
+    assert case.user_principal == ADA[0] and "scripted_client" in case.detectors
+    assert {f.event_id for f in case.findings} == {replayed["Id"]}
+
+    noninteractive_read = True
+    bob = ("bob@contoso.example", "22222222-0000-0000-0000-000000000b0b", "Bob")
+    again = token_redemption(*bob, T0 - timedelta(minutes=5), seq=40)
+    world.o365.add_blob("Audit.AzureActiveDirectory", [again], available_at=T0 + timedelta(minutes=2))
+    world.clock.advance(timedelta(minutes=10))
+    second = await audit_poller.poll_once()
+    assert (second.stored, second.sign_in_copies, second.cases_opened) == (1, 1, 0)
+    await engine.dispose()

@@ -13,15 +13,24 @@ import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from bot.model import EVENT_KINDS, Event, Rejection
-from bot.sources.normalize import KINDS, detect_kind, normalize, normalize_json
+from bot.sources.normalize import (
+    KINDS,
+    detect_kind,
+    is_sign_in_copy,
+    is_token_redemption,
+    normalize,
+    normalize_json,
+)
 from bot.sources.normalize_common import ip, parse_time
 from bot.sources.normalize_entra import normalize_signin
 from bot.sources.normalize_entra_risk import normalize_risk
 from bot.sources.normalize_gws_activity import normalize_activity
 from bot.sources.normalize_gws_alert import normalize_alert
 from bot.sources.normalize_o365 import normalize_o365
+from sandbox.wire import sts_logon
 
 # Public sample records (copied from reference/samples with their .source.txt provenance)
 SAMPLES = Path(__file__).resolve().parents[1] / "data"
@@ -594,3 +603,52 @@ def test_a_service_principal_sign_in_is_kept_under_its_app_principal() -> None:
     unmarked = {k: v for k, v in SIGNIN_APP.items() if k != "signInEventTypes"}
     (out,) = normalize("entra-signin", unmarked, "t1")
     assert isinstance(out, Rejection) and "userPrincipalName" in out.reason
+
+
+# --- one sign-in, one event: which STS logons copy a Graph sign-in ---------------------------------
+
+
+def sts(request_type: str | None, *, failed: bool = False) -> Event:
+    """An Office 365 STS logon with the given ExtendedProperties RequestType (None: the entry is absent)."""
+    record = sts_logon(
+        record_id="sts-1",
+        at=datetime(2026, 3, 18, 9, tzinfo=UTC),
+        upn="jo@contoso.example",
+        user_id="4562bcc8-0000-4f95-b7c0-4f8ce89dca5e",
+        ip="198.51.100.7",
+        user_agent="Mozilla/5.0",
+        code=50126 if failed else 0,
+        request_type=request_type or "",
+    )
+    if request_type is None:
+        record["ExtendedProperties"] = [p for p in record["ExtendedProperties"] if p["Name"] != "RequestType"]
+    (event,) = normalize("o365-audit", record, "t1")
+    assert isinstance(event, Event) and event.kind == "sign_in"
+    return event
+
+
+@pytest.mark.parametrize("request_type", ["Login:login", "OAuth2:Authorize", "Kmsi:kmsi", "SAS:EndAuth", None])
+def test_an_interactive_sts_logon_copies_the_interactive_graph_log(request_type: str | None) -> None:
+    for failed in (False, True):
+        event = sts(request_type, failed=failed)
+        assert not is_token_redemption(event)
+        assert is_sign_in_copy(event) and is_sign_in_copy(event, noninteractive_log=True)
+
+
+@pytest.mark.parametrize("request_type", ["OAuth2:Token", "oauth2:token", "OAUTH2:TOKEN"])
+def test_a_token_redemption_copies_graph_only_with_its_noninteractive_log(request_type: str) -> None:
+    """A refresh token redeemed (a replayed one too) is a non-interactive sign-in, absent from v1.0's
+    log: with only that log read, the STS logon is the sign-in and is detected on."""
+    for failed in (False, True):
+        event = sts(request_type, failed=failed)
+        assert is_token_redemption(event)
+        assert not is_sign_in_copy(event)
+        assert is_sign_in_copy(event, noninteractive_log=True)
+
+
+def test_only_sts_logons_are_copies() -> None:
+    graph = normalize_signin(json.loads(json.dumps(SIGNIN_BETA)), "t1")
+    assert isinstance(graph, Event) and graph.kind == "sign_in"
+    consent = replace(sts("OAuth2:Token"), kind="consent")
+    for event in (graph, consent):
+        assert not is_sign_in_copy(event) and not is_sign_in_copy(event, noninteractive_log=True)
