@@ -148,8 +148,8 @@ def normalize_json(kind: str, raw: bytes, tenant: str) -> Normalized:
 GRAPH_SIGN_IN_SOURCE = SOURCES["entra-signin"]
 
 # Which of Graph's two sign-in logs holds the copy depends on the logon. One at the OAuth token
-# endpoint (RequestType "OAuth2:Token", seen on UserLoggedIn records in public audit-log samples: a
-# refresh token or an authorization code redeemed, or a password grant) is mostly what Entra logs as a
+# endpoint (RequestType "OAuth2:Token", e.g. an Azure CLI UserLoggedIn in Alert Logic's public O365
+# collector test fixtures: a refresh token or code redeemed, or a password grant) is mostly what Entra logs as a
 # *non-interactive* sign-in, which the v1.0 log (the `signins` source) does not return (api-contracts.md:
 # non-interactive sign-ins are a beta-only query). A stolen refresh token replayed from an attacker's
 # address is exactly such a logon (detections.md A6), so a token redemption is left to Graph only while
