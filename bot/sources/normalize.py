@@ -149,18 +149,18 @@ GRAPH_SIGN_IN_SOURCE = SOURCES["entra-signin"]
 
 # Which of Graph's two sign-in logs holds the copy depends on the logon. One at the OAuth token
 # endpoint (RequestType "OAuth2:Token", e.g. an Azure CLI UserLoggedIn in Alert Logic's public O365
-# collector test fixtures: a refresh token or code redeemed, or a password grant) is mostly what Entra logs as a
-# *non-interactive* sign-in, which the v1.0 log (the `signins` source) does not return (api-contracts.md:
-# non-interactive sign-ins are a beta-only query). A stolen refresh token replayed from an attacker's
-# address is exactly such a logon (detections.md A6), so a token redemption is left to Graph only while
-# the non-interactive log (`signins_noninteractive`) is read too. Without it, a password grant (ROPC,
-# which Entra logs as interactive) is counted twice, which costs less than a replayed token unseen.
-TOKEN_REQUEST = "oauth2:token"  # noqa: S105 - a RequestType value, not a secret
+# collector test fixtures: a refresh token or code redeemed, or a password grant) is mostly what Entra
+# logs as a *non-interactive* sign-in (and normalize_o365 marks it so), which the v1.0 log (the
+# `signins` source) does not return (api-contracts.md: non-interactive sign-ins are a beta-only query).
+# A stolen refresh token replayed from an attacker's address is exactly such a logon (detections.md
+# A6), so a token redemption is left to Graph only while the non-interactive log
+# (`signins_noninteractive`) is read too. Without it, a password grant (ROPC, which Entra logs as
+# interactive) is counted twice, which costs less than a replayed token unseen.
 
 
 def is_token_redemption(event: Event) -> bool:
-    """An STS logon at the OAuth token endpoint (RequestType OAuth2:Token)."""
-    return any(name == "RequestType" and value.lower() == TOKEN_REQUEST for name, value in event.parameters)
+    """An STS logon at the OAuth token endpoint (RequestType OAuth2:Token): a non-interactive sign-in."""
+    return event.kind == "sign_in" and event.source == SOURCES["o365-audit"] and not event.interactive
 
 
 def is_sign_in_copy(event: Event, *, noninteractive_log: bool = False) -> bool:

@@ -48,6 +48,10 @@ USER_TYPES = {
 }
 
 SIGN_IN_OPS = {"userloggedin", "userloginfailed", "passwordlogoninitialauthusingpassword"}
+# An STS logon at the OAuth token endpoint: a refresh token or code redeemed (or a password grant), which
+# Entra logs as a non-interactive sign-in. Like Graph's non-interactive records, it says nothing about
+# the person's device, hours or whereabouts: a mail client refreshes its token at 3 a.m. from any laptop.
+TOKEN_REQUEST = "oauth2:token"  # noqa: S105 - a RequestType value, not a secret
 MAIL_ACCESS_OPS = {"mailitemsaccessed"}
 PERMISSION_OPS = {"add-mailboxpermission", "add-recipientpermission", "add-mailboxfolderpermission"}
 INBOX_RULE_OPS = {"new-inboxrule", "set-inboxrule", "updateinboxrules"}
@@ -266,6 +270,7 @@ def normalize_o365(record: Any, tenant: str) -> Event | Rejection:
         client_app=text(r.get("clientinfostring"), 256) or text(r.get("clientapplication"), 128),
         user_agent=ext.get("UserAgent") or None,
         device=" / ".join(x for x in (dev.get("OS"), dev.get("BrowserType")) if x) or None,
+        interactive=not (kind == "sign_in" and (ext.get("RequestType") or "").strip().lower() == TOKEN_REQUEST),
         user_type=USER_TYPES.get(user_type_n) if user_type_n is not None else None,
         session_id=text(r.get("sessionid"), 64) or dev.get("SessionId") or text(access.get("AADSessionId"), 64),
         operation=operation,

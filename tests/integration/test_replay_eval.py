@@ -151,6 +151,21 @@ def test_a_replayed_token_is_seen_in_the_audit_log_until_the_input_holds_noninte
     assert "scripted_client" in both_case["detectors"] and both_case["events"] == [token["id"]]
 
 
+def test_a_mail_client_refreshing_its_token_at_night_is_not_a_question(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Token redemptions are non-interactive sign-ins: a mail client refreshing its token at 3 a.m.,
+    from home, with the audit log's own way of naming the device, says nothing about the person's hours
+    or devices (off_hours, new_device), as Graph's non-interactive records do not."""
+    graph = [sign_in("jo@contoso.example", "id-jo", "jo", T0 + timedelta(days=d), seq=d) for d in range(21)]
+    night = sign_in("jo@contoso.example", "id-jo", "jo", T0 + timedelta(days=21, hours=18), seq=88)
+    audit = [sts_logon_of(r) for r in [*graph, {**night, "isInteractive": False}]]
+    (tmp_path / "signins.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in graph))
+    (tmp_path / "audit.json").write_bytes(orjson.dumps(audit))
+    _, lines, _ = run_json([str(tmp_path / "signins.ndjson"), str(tmp_path / "audit.json")], capsys)
+    assert lines == [{"summary": {"records": 2 * len(graph) + 1, "rejected": 0, "cases": 0}}]
+
+
 def case_set(lines: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     return {
         (c["user"], tuple(c["users"]), c["severity"], c["decision"], tuple(c["detectors"]), tuple(sorted(c["events"])))

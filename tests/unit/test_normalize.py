@@ -631,17 +631,17 @@ def sts(request_type: str | None, *, failed: bool = False) -> Event:
 def test_an_interactive_sts_logon_copies_the_interactive_graph_log(request_type: str | None) -> None:
     for failed in (False, True):
         event = sts(request_type, failed=failed)
-        assert not is_token_redemption(event)
+        assert event.interactive and not is_token_redemption(event)
         assert is_sign_in_copy(event) and is_sign_in_copy(event, noninteractive_log=True)
 
 
-@pytest.mark.parametrize("request_type", ["OAuth2:Token", "oauth2:token", "OAUTH2:TOKEN"])
+@pytest.mark.parametrize("request_type", ["OAuth2:Token", "oauth2:token", " OAUTH2:TOKEN "])
 def test_a_token_redemption_copies_graph_only_with_its_noninteractive_log(request_type: str) -> None:
     """A refresh token redeemed (a replayed one too) is a non-interactive sign-in, absent from v1.0's
     log: with only that log read, the STS logon is the sign-in and is detected on."""
     for failed in (False, True):
         event = sts(request_type, failed=failed)
-        assert is_token_redemption(event)
+        assert not event.interactive and is_token_redemption(event)  # as Graph's non-interactive records
         assert not is_sign_in_copy(event)
         assert is_sign_in_copy(event, noninteractive_log=True)
 
