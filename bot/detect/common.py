@@ -29,6 +29,23 @@ SIGN_IN_ANOMALIES = frozenset(
 # Detectors that see mail actually leaving or being read in bulk.
 COLLECTION = frozenset({"mail_bulk_access", "audit_throttled", "mailbox_export", "mail_forwarding"})
 
+# Entra sign-in errors that are not a wrong password: the password was right (or none was tried) and
+# something else stopped the sign-in: MFA or a conditional-access policy required, an expired password,
+# a "stay signed in?" or consent interrupt, a token to refresh. Sentinel's SigninPasswordSpray counts an
+# account with one of these as *successful* (detections.md A7), SigninBruteForce-AzurePortal reads
+# 50125/50140/70043/70044 as success (A10), and 50058 is a silent single sign-on attempt with nobody
+# signed in (AADSTS error reference). A run of them is an ordinary morning (an MFA sign-in is a 50074,
+# then a 0; a laptop waking up refreshes every app's token), not someone guessing a password.
+PASSWORD_WAS_RIGHT = frozenset(
+    {50005, 50055, 50057, 50058, 50072, 50074, 50076, 50079, 50105, 50125, 50129, 50133, 50140, 50155, 50158}
+    | {50173, 53000, 53001, 53003, 70043, 70044}
+)
+
+
+def is_failed_password(event: Event) -> bool:
+    """A failed sign-in that may be a wrong password (what failed_then_success counts)."""
+    return event.kind == "sign_in" and not event.success and event.error_code not in PASSWORD_WAS_RIGHT
+
 
 def clip(value: str | None, limit: int = 80) -> str:
     """Attacker-controlled text shortened for a reason sentence (cards escape it later)."""

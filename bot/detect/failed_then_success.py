@@ -1,7 +1,9 @@
 """failed_then_success: a run of failed sign-ins, then a success (password guessed or sprayed).
 
 Thresholds: Panther's brute-force-success pattern fires on >= 5 failures then a success; Sentinel's
-SigninBruteForce-AzurePortal uses a 20-minute session window (reference/detections.md A10).
+SigninBruteForce-AzurePortal uses a 20-minute session window (reference/detections.md A10). Only
+failures that may be a wrong password count (common.PASSWORD_WAS_RIGHT: MFA, consent and token
+interrupts, which Sentinel reads as the password being right, do not).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A user's baseline, updated one event at a time. Pure and bounded: old entries age out.
 
 Only the user's own *successful* sign-ins teach the baseline (an attacker's failures must not
-become "usual"); failures are kept briefly for failed_then_success; consents remember which OAuth
-clients the user already granted. Every list keeps `(value, last seen)` pairs, drops those older
-than its memory and keeps at most its limit, newest last. The hour-of-week histogram is halved
-whenever it passes `hours_cap`, so last year's habits fade.
+become "usual"); failed passwords (not MFA or token interrupts) are kept briefly for
+failed_then_success; consents remember which OAuth clients the user already granted. Every list
+keeps `(value, last seen)` pairs, drops those older than its memory and keeps at most its limit,
+newest last. The hour-of-week histogram is halved whenever it passes `hours_cap`, so last year's
+habits fade.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 from msgspec.structs import replace
 
 from bot.detect import Params
+from bot.detect.common import is_failed_password
 from bot.model import Event, FailedAttempt, Located, Profile
 
 K = TypeVar("K", bound=Hashable)
@@ -137,6 +139,8 @@ def observe(profile: Profile | None, event: Event, params: Params) -> Profile:
     if event.kind != "sign_in":
         return p
     if not event.success:
+        if not is_failed_password(event):
+            return p  # an interrupt (MFA, consent, a token to refresh): neither a guess nor a habit
         horizon = event.occurred_at - params.failed_then_success_window
         kept = tuple(f for f in p.recent_failures if f.at >= horizon)
         kept = (*kept, FailedAttempt(at=event.occurred_at, ip=event.ip))
