@@ -37,9 +37,11 @@ COLLECTION = frozenset({"mail_bulk_access", "audit_throttled", "mailbox_export",
 # signed in (AADSTS error reference). A run of them is an ordinary morning (an MFA sign-in is a 50074,
 # then a 0; a laptop waking up refreshes every app's token), not someone guessing a password.
 PASSWORD_WAS_RIGHT = frozenset(
-    {50005, 50055, 50057, 50058, 50072, 50074, 50076, 50079, 50105, 50125, 50129, 50133, 50140, 50155, 50158}
-    | {50173, 53000, 53001, 53003, 70043, 70044}
-)
+    {
+        50005, 50055, 50057, 50058, 50072, 50074, 50076, 50079, 50105, 50125, 50129, 50133, 50140, 50155,
+        50158, 50173, 53000, 53001, 53003, 70043, 70044,
+    }
+)  # fmt: skip
 
 
 def is_failed_password(event: Event) -> bool:

@@ -158,17 +158,20 @@ GRAPH_SIGN_IN_SOURCE = SOURCES["entra-signin"]
 # interactive) is counted twice, which costs less than a replayed token unseen.
 
 
+def is_sts_logon(event: Event) -> bool:
+    """A sign-in read from the unified audit log (UserLoggedIn / UserLoginFailed)."""
+    return event.kind == "sign_in" and event.source == SOURCES["o365-audit"]
+
+
 def is_token_redemption(event: Event) -> bool:
     """An STS logon at the OAuth token endpoint (RequestType OAuth2:Token): a non-interactive sign-in."""
-    return event.kind == "sign_in" and event.source == SOURCES["o365-audit"] and not event.interactive
+    return is_sts_logon(event) and not event.interactive
 
 
 def is_sign_in_copy(event: Event, *, noninteractive_log: bool = False) -> bool:
     """An Office 365 STS logon that Entra's sign-in log holds too, for a tenant whose interactive Graph
     sign-in log is being read (and, with `noninteractive_log`, its non-interactive one as well)."""
-    if event.kind != "sign_in" or event.source != SOURCES["o365-audit"]:
-        return False
-    return noninteractive_log or not is_token_redemption(event)
+    return is_sts_logon(event) and (event.interactive or noninteractive_log)
 
 
 def is_graph_sign_in(event: Event) -> bool:
