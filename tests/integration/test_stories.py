@@ -23,8 +23,11 @@ async def test_user_confirms(sandbox: Sandbox) -> None:
     assert case is not None and case.state.value == "closed_benign" and case.user_answer == "yes"
     assert case.detectors == ("new_country",)
     assert sandbox.graph.writes() == []
-    dm = sandbox.dm_card("U0ALICE")
-    assert not [b for b in dm["blocks"] if b["type"] == "actions"]  # the card was updated after the click
+    # the card is updated after the click, through the outbox: after the state change, not with it
+    await eventually(
+        lambda: not [b for b in sandbox.dm_card("U0ALICE")["blocks"] if b["type"] == "actions"],
+        what="the user's card to lose its buttons",
+    )
     assert sandbox.soc_cards() == []  # a medium case the user confirmed never bothers the SOC
 
 
