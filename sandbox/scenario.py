@@ -18,6 +18,15 @@ rules describe; `mailwarden eval DIR` measures the detectors against it.
 Every Entra sign-in is also in o365_audit.json as the unified audit log's STS logon
 (UserLoggedIn / UserLoginFailed), as a tenant reading both sources sees it.
 
+What a real tenant's logs are full of, and earlier detectors tripped on, is in there too (drawn from
+a generator of its own, so the people, their days and the first attacks are what they were): MFA and
+"stay signed in?" interrupts before browser sign-ins (AADSTS50074, 50140: failures with the right
+password); Outlook on every laptop and phone redeeming its refresh tokens through the day and the
+phone's overnight, which only the audit log's token-endpoint STS logons (OAuth2:Token) show; and a
+password change now and then, after which the phone's Outlook fails on its revoked token (50173) every
+minute or two until its owner signs in on it again. A refresh token stolen and redeemed by a script,
+seen only in those token-endpoint records, is among the labelled attacks (scripted_client).
+
 Files: entra_signins.ndjson, entra_risk.json ({"value": [...]}), o365_audit.json (a content blob:
 a JSON array), gws_login.ndjson, gws_token.ndjson, gws_admin.ndjson, gws_alerts.json
 ({"alerts": [...]}), labels.json.
@@ -40,7 +49,7 @@ import orjson
 
 from bot.model import Event
 from bot.sources.normalize import normalize
-from sandbox.wire import graph_sign_in, sts_logon
+from sandbox.wire import WRONG_PASSWORD, graph_sign_in, sts_logon
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 STS_NAMESPACE = uuid.UUID("6d2b1d43-5a0c-4f5e-9c1e-2f4b8e0a7d11")  # the STS copies' ids, from their sign-in's
@@ -91,8 +100,20 @@ HOSTING = (
     (24940, "Nuremberg", 49.45, 11.08, "DE"),
 )
 RESIDENTIAL_PROXY_ASNS = (20001, 22773, 10796, 11427, 5650)
+# failureReason texts of the sign-in log (AADSTS error reference)
+MFA_REQUIRED = "Strong Authentication is required."
+KMSI = "This error occurred due to 'Keep me signed in' interrupt when the user was signing in."
 
 OUTLOOK_APP = "d3590ed6-52b3-4102-aeff-aad2292ab01c"
+OUTLOOK_MOBILE_APP = "27922004-5251-4030-b22d-91ecd9a37ea4"
+# What Outlook says when it redeems a refresh token: the desktop client on a laptop, the app on a phone.
+OUTLOOK_DESKTOP_UA = {
+    "Windows": "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)",
+    "MacOs": "Microsoft Office/16.0 (Macintosh; Mac OS X 10.15; Microsoft Outlook 16.89)",
+}
+OUTLOOK_MOBILE_UA = {"Ios": "Outlook-iOS/2.0", "Android": "Outlook-Android/2.0"}
+# Scripts that redeem a stolen refresh token (TokenTactics, roadtx and home-grown ones).
+TOKEN_REPLAY_UAS = ("python-requests/2.32.3", "Go-http-client/1.1", "axios/1.7.7")
 GRAPH_APP = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP = "00000002-0000-0ff1-ce00-000000000000"
 CHROMIUM = (
@@ -206,6 +227,10 @@ def _graph_time(at: datetime) -> str:
 class Scenario:
     def __init__(self, users: int, days: int, seed: int) -> None:
         self.rng = random.Random(seed)
+        # Records added to the scenario after its first release draw from their own generator (see
+        # `background`), so the people, their ordinary days and the attacks stay what they were and an
+        # evaluation's change can be put down to what was added.
+        self.noise = random.Random(f"background:{seed}")
         self.users_n = users
         self.days = days
         self.seed = seed
@@ -226,6 +251,14 @@ class Scenario:
     # --- ids and emission ------------------------------------------------------------------------
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        saved, self.rng = self.rng, self.noise
+        try:
+            yield
+        finally:
+            self.rng = saved
 
     def emit(self, file: str, record: dict[str, Any]) -> dict[str, Any]:
         self.files[file].append(record)
@@ -314,6 +347,7 @@ class Scenario:
         where: tuple[str, str, float, float],
         device: Device,
         code: int = 0,
+        failure_reason: str | None = None,
         client: str = "Browser",
         app: str = "Office 365 Exchange Online",
         risk: tuple[str, ...] = (),
@@ -340,6 +374,7 @@ class Scenario:
             client=client,
             user_agent=ua if ua is not None else device.ua,
             code=code,
+            failure_reason=failure_reason or WRONG_PASSWORD,
             conditional_access="success" if code == 0 else "notApplied",
             asn=asn,
             protocol=protocol or "none",
@@ -371,6 +406,38 @@ class Scenario:
             ),
         )
         return self.emit("entra_signins.ndjson", record)
+
+    def token_redemption(
+        self,
+        p: Person,
+        at: datetime,
+        *,
+        ip: str,
+        ua: str,
+        app_id: str,
+        device: Device | None = None,
+        code: int = 0,
+    ) -> dict[str, Any]:
+        """A refresh token redeemed at the OAuth token endpoint, as the unified audit log holds it: an
+        STS logon with RequestType OAuth2:Token, no location and no network. Entra also logs it as a
+        non-interactive sign-in, in the beta log that the default sources (and this scenario) leave out."""
+        return self.emit(
+            "o365_audit.json",
+            sts_logon(
+                record_id=self.uuid(),
+                at=at,
+                upn=p.upn,
+                user_id=p.uid,
+                ip=ip,
+                user_agent=ua,
+                code=code,
+                app_id=app_id,
+                operating_system=device.os if device else "",
+                browser="",
+                compliant=bool(device and device.device_id),
+                request_type="OAuth2:Token",
+            ),
+        )
 
     def gws(
         self,
@@ -511,9 +578,7 @@ class Scenario:
                 trip = self.trip_on(p, day)
                 local_day = (START + timedelta(days=day)).date()
                 weekday = local_day.weekday() < 5
-                phone = (
-                    p.new_phone if p.new_phone and p.new_phone_day is not None and day >= p.new_phone_day else p.phone
-                )
+                phone = self.phone_on(p, day)
                 if trip is not None and day == trip[1] + 1:
                     continue  # flying home
                 if trip is not None:
@@ -572,6 +637,9 @@ class Scenario:
                 self.gws_login(p, t, ip=ip, asn=asn, region=c[0], ok=False)
         if p.provider == "ms":
             phone = dev.os.startswith(("Ios", "Android"))
+            if not phone:
+                with self.background():
+                    self.interrupts(p, at, dev, ip, asn, c)
             self.ms_signin(
                 p,
                 at,
@@ -584,6 +652,22 @@ class Scenario:
             )
         else:
             self.gws_login(p, at, ip=ip, asn=asn, region=c[0])
+
+    def interrupts(self, p: Person, at: datetime, dev: Device, ip: str, asn: int, where: City) -> None:
+        """What a browser sign-in passes through before it completes: "Strong Authentication is
+        required" (AADSTS50074) while the user approves the MFA prompt, now and then "Stay signed in?"
+        (50140). Both logs record them as failed sign-ins, with the right password."""
+        if self.rng.random() >= 0.35:
+            return
+        before = at - timedelta(seconds=self.rng.uniform(12, 40))
+        self.ms_signin(p, before, ip=ip, asn=asn, where=where[:4], device=dev, code=50074, failure_reason=MFA_REQUIRED)
+        if self.rng.random() < 0.25:
+            before = at - timedelta(seconds=self.rng.uniform(2, 8))
+            self.ms_signin(p, before, ip=ip, asn=asn, where=where[:4], device=dev, code=50140, failure_reason=KMSI)
+
+    def phone_on(self, p: Person, day: int) -> Device:
+        new = p.new_phone is not None and p.new_phone_day is not None and day >= p.new_phone_day
+        return p.new_phone if new and p.new_phone is not None else p.phone
 
     def travel_day(self, p: Person, day: int, trip: tuple[int, int, City], phone: Device) -> None:
         rng = self.rng
@@ -640,6 +724,85 @@ class Scenario:
                         {"Name": "Identity", "Value": boss.upn},
                         {"Name": "ForwardingSmtpAddress", "Value": f"smtp:{assistant.upn}"},
                     ],
+                )
+
+    # --- background: what the first release of the scenario left out -------------------------------------
+    def mail_clients(self) -> None:
+        """Outlook on every laptop and phone keeps its tokens fresh through the day, and the phone's
+        overnight too: refresh tokens redeemed at the token endpoint (`token_redemption`). Once in a
+        while someone changes their password and the phone's Outlook fails on its revoked token
+        (AADSTS50173) every minute or two until they sign in on the phone again."""
+        rng = self.rng
+        ms = [p for p in self.people if p.provider == "ms"]
+        # about one employee in 40 changes their password in a month; at least one in every scenario
+        changing = {p.upn for p in rng.sample(ms, min(len(ms), max(1, round(len(ms) * self.days / 30 / 40))))}
+        for p in ms:
+            desktop = OUTLOOK_DESKTOP_UA["MacOs" if p.laptop.os.startswith("MacOs") else "Windows"]
+            at_work = [d for d in range(1, self.days) if self.trip_on(p, d) is None and _weekday(d)]
+            change = rng.choice(at_work) if p.upn in changing and at_work else None
+            for day in range(self.days):
+                trip = self.trip_on(p, day)
+                phone = self.phone_on(p, day)
+                mobile = OUTLOOK_MOBILE_UA["Ios" if phone.os.startswith("Ios") else "Android"]
+                if trip is not None and day in (trip[0], trip[1] + 1):
+                    continue  # on a plane, or in flight mode most of the day
+                if trip is not None:
+                    dest = trip[2]
+                    hotel_ip = _ip(random.Random(f"{p.upn}:{trip[0]}"), dest[5][-1] + 1000)
+                    for _ in range(rng.choice((1, 2))):
+                        at = self.local(p, day, rng.uniform(7, 22), ZoneInfo(dest[4]))
+                        self.token_redemption(p, at, ip=hotel_ip, ua=mobile, app_id=OUTLOOK_MOBILE_APP, device=phone)
+                    continue
+                phone_ip = _ip(rng, p.city[6])
+                hours = [rng.uniform(7, 22) for _ in range(rng.choice((1, 1, 2)))]
+                if rng.random() < 0.5:
+                    hours.append(rng.uniform(0.25, 5.0))  # background sync while its owner sleeps
+                for hour in hours:
+                    at = self.local(p, day, hour)
+                    self.token_redemption(p, at, ip=phone_ip, ua=mobile, app_id=OUTLOOK_MOBILE_APP, device=phone)
+                if not _weekday(day):
+                    continue
+                net_ip = self.office_ip(p) if rng.random() < 0.5 else p.home_ip
+                for _ in range(rng.choice((1, 2))):
+                    at = self.local(p, day, rng.uniform(8, 18))
+                    self.token_redemption(p, at, ip=net_ip, ua=desktop, app_id=OUTLOOK_APP, device=p.laptop)
+                if day == change:
+                    self.password_change(p, day, phone, phone_ip, mobile)
+
+    def password_change(self, p: Person, day: int, phone: Device, phone_ip: str, mobile_ua: str) -> None:
+        rng = self.rng
+        at = self.local(p, day, rng.uniform(9, 16))
+        self.sign_in(p, at, p.laptop, self.office_ip(p), p.city[5][0])  # the change, in the browser
+        t = at + timedelta(minutes=rng.uniform(1, 3))
+        for _ in range(rng.randint(5, 8)):
+            self.token_redemption(p, t, ip=phone_ip, ua=mobile_ua, app_id=OUTLOOK_MOBILE_APP, device=phone, code=50173)
+            t += timedelta(seconds=rng.uniform(60, 140))
+        self.sign_in(p, t + timedelta(minutes=rng.uniform(0, 2)), phone, phone_ip, p.city[6])
+
+    def token_replays(self) -> None:
+        """Labelled attacks (scripted_client): a refresh token stolen by an adversary-in-the-middle page
+        or an infostealer and redeemed by a script from a rented server, then mail synced with it. No
+        password and no MFA: the token endpoint's STS logon is the only sign-in record
+        (detections.md A6), and it carries no location, so its user agent is what gives it away."""
+        rng = self.rng
+        taken = {u for a in self.labels for u in a["users"]}
+        pool = [p for p in self.people if p.provider == "ms" and p.upn not in taken and not p.trips]
+        last = max(WARMUP_DAYS + 1, self.days - 1)
+        for i in range(min(len(pool), max(1, self.users_n // 200))):
+            v = pool.pop(rng.randrange(len(pool)))
+            ip = _ip(rng, rng.choice(HOSTING)[0])
+            day = rng.randrange(WARMUP_DAYS + 1, last) if last > WARMUP_DAYS + 1 else WARMUP_DAYS
+            at = self.local(v, day, rng.uniform(0, 24))
+            with self.attack("scripted_client", [v], "stolen refresh token redeemed by a script"):
+                ua = TOKEN_REPLAY_UAS[i % len(TOKEN_REPLAY_UAS)]
+                self.token_redemption(v, at, ip=ip, ua=ua, app_id=OUTLOOK_APP)
+                self.mail_read(
+                    v,
+                    at + timedelta(minutes=rng.uniform(1, 5)),
+                    ip=ip,
+                    count=rng.randint(20, 80),
+                    access="Sync",
+                    client="Client=REST;Client=RESTSystem;;",
                 )
 
     # --- attacks -------------------------------------------------------------------------------------------
@@ -1067,6 +1230,9 @@ class Scenario:
         self.make_people()
         self.ordinary()
         self.attacks()
+        with self.background():
+            self.mail_clients()
+            self.token_replays()
         return self
 
     def write(self, out: Path) -> dict[str, int]:
@@ -1094,6 +1260,10 @@ class Scenario:
         }
         (out / "labels.json").write_bytes(orjson.dumps(labels, option=orjson.OPT_INDENT_2))
         return counts
+
+
+def _weekday(day: int) -> bool:
+    return (START + timedelta(days=day)).weekday() < 5
 
 
 def _when(r: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.sources.normalize_o365 import LOGON_ERROR_CODES
+
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 EXCHANGE = "Office 365 Exchange Online"
 EDGE_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0"
@@ -110,8 +112,8 @@ def graph_sign_in(
     return record
 
 
-# AADSTS codes by the LogonError name STS logon records carry beside ErrorNumber (detections.md §2.3).
-LOGON_ERROR_NAMES = {50126: "InvalidUserNameOrPassword", 50053: "IdsLocked", 50055: "PasswordExpired"}
+# The LogonError name STS logon records carry beside ErrorNumber (detections.md §2.3), by AADSTS code.
+LOGON_ERROR_NAMES = {code: name for name, code in LOGON_ERROR_CODES.items()}
 
 
 def sts_logon(

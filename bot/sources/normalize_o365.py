@@ -68,8 +68,21 @@ CONSENT_OPS = {
 # Microsoft365.Exchange.External.Forwarding; Sigma microsoft365_susp_email_forwarding_activity).
 FORWARDING_PARAMS = ("ForwardingSmtpAddress", "ForwardTo", "ForwardingAddress", "RedirectTo", "ForwardAsAttachmentTo")
 # Sentinel SigninBruteForce-AzurePortal reads the AADSTS code; STS records carry it in ErrorNumber,
-# older ones only the LogonError name.
-LOGON_ERRORS = {"invalidusernameorpassword": 50126, "idslocked": 50053, "passwordexpired": 50055}
+# older ones only the LogonError name. Names from Microsoft's AADSTS error reference
+# (learn.microsoft.com/entra/identity-platform/reference-error-codes); the interrupts and revoked
+# tokens among them are in detect.common.PASSWORD_WAS_RIGHT, so a record naming one is not read as
+# a wrong password just because its number is missing.
+LOGON_ERROR_CODES = {
+    "InvalidUserNameOrPassword": 50126,
+    "IdsLocked": 50053,
+    "PasswordExpired": 50055,
+    "UserStrongAuthClientAuthNRequiredInterrupt": 50074,
+    "UserStrongAuthClientAuthNRequired": 50076,
+    "SsoArtifactRevoked": 50133,
+    "KmsiInterrupt": 50140,
+    "FreshTokenNeeded": 50173,
+}
+LOGON_ERRORS = {name.lower(): code for name, code in LOGON_ERROR_CODES.items()}
 # Well-known app-permission ids found in "Update application." records (detections.md C5, C6).
 ENTITLEMENTS = {
     "dc890d15-9560-4a4c-9b7f-a736ec74ec40": "full_access_as_app",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,34 @@ async def test_the_labelled_scenario_meets_the_targets(tmp_path: Path) -> None:
         assert cat["caught"] / cat["attacks"] >= RECALL_TARGET, (name, ev.missed)
     assert ev.prompts <= PROMPT_TARGET * ev.users * ev.days / 1000, ev.false_prompts
     assert ev.acting_on_attacks >= len(scenario.labels) - 1  # attacks act (the spray is one case + its victim)
+
+
+def test_the_scenario_holds_what_real_logs_are_full_of() -> None:
+    """MFA interrupts, Outlook redeeming its refresh tokens (overnight too) and a password change's run
+    of revoked-token failures fooled earlier versions of the detectors; they are in the labelled set so
+    that `eval` measures against them, and must not silently drop out of it. So is the token replay
+    only the audit log's token-endpoint record shows."""
+    s = generate(users=150, days=21, seed=3)
+    graph = Counter(r["status"]["errorCode"] for r in s.files["entra_signins.ndjson"])
+    assert graph[50074] > 0 and graph[50140] > 0 and graph[0] > graph[50074]
+    people = {p.upn: p for p in s.people}
+
+    def request_type(r: dict[str, Any]) -> str:
+        return str(next(p["Value"] for p in r["ExtendedProperties"] if p["Name"] == "RequestType"))
+
+    tokens = [r for r in s.files["o365_audit.json"] if r["RecordType"] == 15 and request_type(r) == "OAuth2:Token"]
+    refreshed = [r for r in tokens if r["Operation"] == "UserLoggedIn" and r["UserId"] in people]
+    local_hours = {
+        datetime.fromisoformat(r["CreationTime"]).replace(tzinfo=UTC).astimezone(people[r["UserId"]].tz).hour
+        for r in refreshed
+    }
+    assert len(refreshed) > len(people) and {0, 1, 2, 3, 4} & local_hours  # every day, and at night
+    revoked = [r for r in tokens if r["ErrorNumber"] == "50173"]
+    assert len(revoked) >= 5 and {r["LogonError"] for r in revoked} == {"FreshTokenNeeded"}
+    runs = Counter(r["UserId"] for r in revoked)
+    assert max(runs.values()) >= 5  # enough failures in a row to look like a guessed password
+    replays = [a for a in s.labels if a["what"] == "stolen refresh token redeemed by a script"]
+    assert replays and {a["category"] for a in replays} == {"scripted_client"}
 
 
 def test_scenario_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

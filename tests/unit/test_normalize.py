@@ -15,6 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
+from bot.detect.common import is_failed_password
 from bot.model import EVENT_KINDS, Event, Rejection
 from bot.sources.normalize import (
     KINDS,
@@ -652,3 +653,27 @@ def test_only_sts_logons_are_copies() -> None:
     consent = replace(sts("OAuth2:Token"), kind="consent")
     for event in (graph, consent):
         assert not is_sign_in_copy(event) and not is_sign_in_copy(event, noninteractive_log=True)
+
+
+@pytest.mark.parametrize(
+    ("logon_error", "code", "wrong_password"),
+    [
+        ("InvalidUserNameOrPassword", 50126, True),
+        ("UserStrongAuthClientAuthNRequiredInterrupt", 50074, False),
+        ("KmsiInterrupt", 50140, False),
+        ("FreshTokenNeeded", 50173, False),
+        ("SomethingNewFromMicrosoft", -1, True),
+    ],
+)
+def test_an_sts_failure_with_only_its_logon_error_name(logon_error: str, code: int, wrong_password: bool) -> None:
+    """Older STS logons carry the AADSTS name and no ErrorNumber: an MFA or "stay signed in?" interrupt
+    or a revoked refresh token named so is still not a wrong password (an unknown name still is)."""
+    record = sts_logon(
+        record_id="r1", at=datetime(2026, 3, 2, tzinfo=UTC), upn="a@x.example", user_id="u1", ip="192.0.2.1",
+        user_agent="Outlook-iOS/2.0", code=50126,
+    )  # fmt: skip
+    del record["ErrorNumber"]
+    record["LogonError"] = logon_error
+    (event,) = normalize("o365-audit", record, "t1")
+    assert isinstance(event, Event) and not event.success
+    assert event.error_code == code and is_failed_password(event) is wrong_password
