@@ -21,7 +21,8 @@ Every Entra sign-in is also in o365_audit.json as the unified audit log's STS lo
 What a real tenant's logs are full of, and earlier detectors tripped on, is in there too (drawn from
 a generator of its own, so the people, their days and the first attacks are what they were): MFA and
 "stay signed in?" interrupts before browser sign-ins (AADSTS50074, 50140: failures with the right
-password); Outlook on every laptop and phone redeeming its refresh tokens through the day and the
+password) and Google's 2-step verification (`login_verification`, now and then after a mistyped
+code); Outlook on every laptop and phone redeeming its refresh tokens through the day and the
 phone's overnight, which only the audit log's token-endpoint STS logons (OAuth2:Token) show; and a
 password change now and then, after which the phone's Outlook fails on its revoked token (50173) every
 minute or two until its owner signs in on it again. A refresh token stolen and redeemed by a script,
@@ -483,12 +484,15 @@ class Scenario:
         region: str,
         ok: bool = True,
         extra: list[Any] | None = None,
+        second_factor: str | None = None,
     ) -> dict[str, Any]:
         params: list[dict[str, Any]] = [
             {"name": "login_type", "value": "google_password"},
             {"name": "is_suspicious", "boolValue": False},
             *(extra or []),
         ]
+        if second_factor:
+            params.append({"name": "login_challenge_method", "multiValue": ["password", second_factor]})
         if not ok:
             params.append({"name": "login_failure_type", "value": "login_failure_invalid_password"})
         return self.gws(
@@ -651,7 +655,9 @@ class Scenario:
                 app="Microsoft Outlook" if phone else "Office 365 Exchange Online",
             )
         else:
-            self.gws_login(p, at, ip=ip, asn=asn, region=c[0])
+            with self.background():
+                factor = self.second_step(p, at, ip, asn, c)
+            self.gws_login(p, at, ip=ip, asn=asn, region=c[0], second_factor=factor)
 
     def interrupts(self, p: Person, at: datetime, dev: Device, ip: str, asn: int, where: City) -> None:
         """What a browser sign-in passes through before it completes: "Strong Authentication is
@@ -664,6 +670,32 @@ class Scenario:
         if self.rng.random() < 0.25:
             before = at - timedelta(seconds=self.rng.uniform(2, 8))
             self.ms_signin(p, before, ip=ip, asn=asn, where=where[:4], device=dev, code=50140, failure_reason=KMSI)
+
+    def second_step(self, p: Person, at: datetime, ip: str, asn: int, where: City) -> str | None:
+        """Google's 2-step verification on a browser it does not remember (about one sign-in in eight):
+        a `login_verification` passed just before the `login_success`, now and then after a code
+        mistyped. Returns the factor used, or None when Google did not ask."""
+        rng = self.rng
+        if rng.random() >= 0.12:
+            return None
+        factor = rng.choices(("google_prompt", "idv_preregistered_phone", "totp"), (6, 3, 1))[0]
+        if rng.random() < 0.04:
+            self.gws_verification(p, at - timedelta(seconds=rng.uniform(40, 90)), ip, asn, where, factor, passed=False)
+        self.gws_verification(p, at - timedelta(seconds=rng.uniform(5, 30)), ip, asn, where, factor)
+        return factor
+
+    def gws_verification(
+        self, p: Person, at: datetime, ip: str, asn: int, where: City, factor: str, *, passed: bool = True
+    ) -> dict[str, Any]:
+        params: list[dict[str, Any]] = [
+            {"name": "login_type", "value": "google_password"},
+            {"name": "login_challenge_method", "multiValue": [factor]},
+            {"name": "is_second_factor", "boolValue": True},
+            {"name": "login_challenge_status", "value": "Challenge Passed." if passed else "Challenge Failed."},
+        ]
+        return self.gws(
+            "gws_login.ndjson", p, at, "login", "login", "login_verification", params, ip=ip, asn=asn, region=where[0]
+        )
 
     def phone_on(self, p: Person, day: int) -> Device:
         new = p.new_phone is not None and p.new_phone_day is not None and day >= p.new_phone_day

@@ -211,7 +211,8 @@ async def test_the_labelled_scenario_meets_the_targets(tmp_path: Path) -> None:
 
 
 def test_the_scenario_holds_what_real_logs_are_full_of() -> None:
-    """MFA interrupts, Outlook redeeming its refresh tokens (overnight too) and a password change's run
+    """MFA interrupts and Google's 2-step verification, Outlook redeeming its refresh tokens (overnight
+    too) and a password change's run
     of revoked-token failures fooled earlier versions of the detectors; they are in the labelled set so
     that `eval` measures against them, and must not silently drop out of it. So is the token replay
     only the audit log's token-endpoint record shows."""
@@ -234,6 +235,12 @@ def test_the_scenario_holds_what_real_logs_are_full_of() -> None:
     assert len(revoked) >= 5 and {r["LogonError"] for r in revoked} == {"FreshTokenNeeded"}
     runs = Counter(r["UserId"] for r in revoked)
     assert max(runs.values()) >= 5  # enough failures in a row to look like a guessed password
+    verified = Counter(
+        str(next(p["value"] for p in r["events"][0]["parameters"] if p["name"] == "login_challenge_status"))
+        for r in s.files["gws_login.ndjson"]
+        if r["events"][0]["name"] == "login_verification"
+    )
+    assert verified["Challenge Passed."] > 0  # Google's 2-step verification before some sign-ins
     replays = [a for a in s.labels if a["what"] == "stolen refresh token redeemed by a script"]
     assert replays and {a["category"] for a in replays} == {"scripted_client"}
 
