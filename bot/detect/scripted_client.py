@@ -78,7 +78,12 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
         return None
     severity, tool = verdict
     what = "an attack tool" if severity is Severity.HIGH else "a script"
-    action = "Signed in" if event.kind == "sign_in" else clip(event.operation, 40) or "Acted"
+    # A non-interactive sign-in is a refresh token redeemed: the SOC's answer is revoking the user's
+    # sessions (a stolen token outlives nothing but that), so the reason says which it was.
+    if event.kind == "sign_in":
+        action = "Signed in" if event.interactive else "Redeemed a sign-in token"
+    else:
+        action = clip(event.operation, 40) or "Acted"
     return finding(
         ID,
         event,

@@ -107,6 +107,16 @@ def test_only_released_detectors_run_by_default() -> None:
     assert run_all(e, None, Params(enabled=None))
 
 
+def test_a_script_redeeming_a_token_is_told_apart_from_a_script_signing_in() -> None:
+    """The SOC revokes sessions for the one and resets a password for the other."""
+    samples = json.loads((DETECT / "scripted_client.samples.json").read_text())
+    redeemed = next(s for s in samples if s.get("kind") == "o365-audit" and s["expect"])
+    (finding,) = judge("scripted_client", redeemed)
+    assert finding.reason.startswith("Redeemed a sign-in token with a script (python)")
+    (finding,) = judge("scripted_client", samples[0])
+    assert finding.reason.startswith("Signed in with a script (python)")
+
+
 def event(record: dict[str, Any]) -> Event:
     e = normalize_signin(record, "t1")
     assert isinstance(e, Event), e
