@@ -103,7 +103,9 @@ async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, 
     caught by the next check from the beginning (the service runs one on a schedule)."""
     head_row = (await conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))).first()
     head = (int(head_row.seq), str(head_row.hash)) if head_row and head_row.seq else None
-    end = head[0] if head else None
+    # No head yet: nothing is walked, and entries found afterwards must be a first append that
+    # committed (with its head) since the head was read, or the head row was deleted.
+    end = head[0] if head else 0
     if start is not None:
         kept = (await conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == start[0]))).scalar()
         if kept != start[1]:
@@ -113,8 +115,7 @@ async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, 
         query = select(audit_log).order_by(audit_log.c.seq).limit(batch)
         if position is not None:
             query = query.where(audit_log.c.seq > position[0])
-        if end is not None:
-            query = query.where(audit_log.c.seq <= end)
+        query = query.where(audit_log.c.seq <= end)
         rows = [_entry(r) for r in await conn.execute(query)]
         walked = walk(rows, position)
         checked += walked.checked
@@ -125,13 +126,15 @@ async def check(conn: AsyncConnection, start: tuple[int, str] | None = None, *, 
             break
         await asyncio.sleep(0)  # a long log is hashed in slices: Slack acks go through in between
     verdict = against_head(Verdict(True, checked, last=position), head)
-    if verdict.ok and end is not None:
+    if verdict.ok:
         beyond = (await conn.execute(select(func.max(audit_log.c.seq)))).scalar()
         if beyond is not None and beyond > end:
             # entries after the head: an append that committed since the head was read has moved it;
-            # a head that stayed behind them was set back by hand
+            # a head that stayed behind them was set back by hand, one that is gone was deleted
             moved = (await conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1))).scalar()
-            if moved is None or moved < beyond:
+            if not moved:
+                return Verdict(False, checked, 1, "the audit head is missing")
+            if moved < beyond:
                 return Verdict(
                     False,
                     checked,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -90,6 +91,34 @@ async def test_checks_while_another_replica_appends_never_report_a_false_break(e
     async with two.connect() as conn:
         final = await audit.check(conn)
     assert final.ok and final.checked == 450
+
+
+class AppendAfterTheFirstRead:
+    """The checking replica's connection, with the other replica's first append committed between the
+    check's first read (the head) and the next: the interleaving READ COMMITTED allows, made certain."""
+
+    def __init__(self, conn: Any, writer: Any) -> None:
+        self.conn, self.writer, self.reads = conn, writer, 0
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.conn.execute(*args, **kwargs)
+        self.reads += 1
+        if self.reads == 1:
+            async with self.writer.begin() as w:
+                await audit.append(w, at=T, actor="replica-1", action="test.append", detail={})
+        return result
+
+
+async def test_a_check_that_read_no_head_before_the_first_append_is_not_a_break(engines) -> None:  # type: ignore[no-untyped-def]
+    """No head when the check began, an entry by the time it walked: a log being started, not a head
+    deleted (the test above hit this once in its first poll)."""
+    one, two = engines
+    async with two.connect() as conn:
+        verdict = await audit.check(AppendAfterTheFirstRead(conn, one))
+    assert verdict.ok and verdict.problem is None
+    async with two.connect() as conn:
+        after = await audit.check(conn)
+    assert after.ok and after.checked == 1
 
 
 async def test_audit_rows_cannot_be_edited_or_deleted(engines) -> None:  # type: ignore[no-untyped-def]
