@@ -34,12 +34,15 @@ COLLECTION = frozenset({"mail_bulk_access", "audit_throttled", "mailbox_export",
 # a "stay signed in?" or consent interrupt, a token to refresh. Sentinel's SigninPasswordSpray counts an
 # account with one of these as *successful* (detections.md A7), SigninBruteForce-AzurePortal reads
 # 50125/50140/70043/70044 as success (A10), and 50058 is a silent single sign-on attempt with nobody
-# signed in (AADSTS error reference). A run of them is an ordinary morning (an MFA sign-in is a 50074,
-# then a 0; a laptop waking up refreshes every app's token), not someone guessing a password.
+# signed in (AADSTS error reference). A refresh token or session that expired or was revoked (50089,
+# 50132, 50133, 50173, 70000, 70008, 700082 in the same reference) tried no password at all: every
+# app of a user whose sessions were just revoked, or who just changed their password, fails so until
+# they sign in again. A run of them is an ordinary morning (an MFA sign-in is a 50074, then a 0; a
+# laptop waking up refreshes every app's token), not someone guessing a password.
 PASSWORD_WAS_RIGHT = frozenset(
     {
-        50005, 50055, 50057, 50058, 50072, 50074, 50076, 50079, 50105, 50125, 50129, 50133, 50140, 50155,
-        50158, 50173, 53000, 53001, 53003, 70043, 70044,
+        50005, 50055, 50057, 50058, 50072, 50074, 50076, 50079, 50089, 50105, 50125, 50129, 50132, 50133,
+        50140, 50155, 50158, 50173, 53000, 53001, 53003, 70000, 70008, 70043, 70044, 700082,
     }
 )  # fmt: skip
 

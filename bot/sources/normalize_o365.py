@@ -78,9 +78,12 @@ LOGON_ERROR_CODES = {
     "PasswordExpired": 50055,
     "UserStrongAuthClientAuthNRequiredInterrupt": 50074,
     "UserStrongAuthClientAuthNRequired": 50076,
+    "SsoArtifactInvalidOrExpired": 50132,
     "SsoArtifactRevoked": 50133,
     "KmsiInterrupt": 50140,
     "FreshTokenNeeded": 50173,
+    "InvalidGrant": 70000,
+    "ExpiredOrRevokedGrant": 70008,
 }
 LOGON_ERRORS = {name.lower(): code for name, code in LOGON_ERROR_CODES.items()}
 # Well-known app-permission ids found in "Update application." records (detections.md C5, C6).

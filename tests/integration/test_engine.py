@@ -17,8 +17,10 @@ from bot.cases.service import CaseService
 from bot.clock import SimClock
 from bot.detect import Params
 from bot.model import Case, CaseEvent, CaseState, Decision, Event
+from bot.sources.normalize import normalize
 from bot.sources.normalize_entra import normalize_signin
 from bot.store import db, repo
+from sandbox.wire import sts_logon
 from sandbox.world import sign_in
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -45,6 +47,17 @@ def service(engine: AsyncEngine, clock: SimClock) -> CaseService:
 def ev(user: str, at: datetime, seq: int, **kw: Any) -> Event:
     e = normalize_signin(sign_in(f"{user}@contoso.example", f"id-{user}", user.title(), at, seq=seq, **kw), "t")
     assert isinstance(e, Event)
+    return e
+
+
+def token_failure(user: str, at: datetime, code: int) -> Event:
+    """A refresh token refused at the token endpoint, as the unified audit log records it."""
+    record = sts_logon(
+        record_id=f"sts-{user}-{at.timestamp()}", at=at, upn=f"{user}@contoso.example", user_id=f"id-{user}",
+        ip="198.51.100.20", user_agent="Outlook-iOS/2.0", code=code, request_type="OAuth2:Token",
+    )  # fmt: skip
+    (e,) = normalize("o365-audit", record, "t")
+    assert isinstance(e, Event) and not e.success and not e.interactive
     return e
 
 
@@ -127,11 +140,15 @@ async def test_containment_watchlist_and_no_revoke_loop(engine: AsyncEngine) -> 
         profile = await repo.load_profile(conn, "t", "jo@contoso.example")
     assert watch[0].expires_at - watch[0].contained_at == timedelta(days=30) and SPRAYER in watch[0].ips
     assert profile is not None and "RU" not in {c for c, _ in profile.countries}  # the attacker's trace is gone
-    # sessions revoked: the user signs in again from home, fumbling the password three times
+    # sessions revoked: Outlook on jo's phone and laptop fails on its revoked refresh tokens (only the
+    # audit log's token-endpoint records show it), then jo signs in again from home, fumbling the
+    # password three times: nine failures in ten minutes, three of them a password
     back = clock.now() + timedelta(minutes=20)
+    revoked = [token_failure("jo", back - timedelta(minutes=8 - i), code) for i, code in
+               enumerate((50173, 70008, 70008, 50133, 70000, 50173))]  # fmt: skip
     again = [ev("jo", back + timedelta(seconds=20 * i), 70 + i, ok=False) for i in range(3)]
     again.append(ev("jo", back + timedelta(minutes=2), 80))
-    await ingest(svc, clock, again)
+    await ingest(svc, clock, [*revoked, *again])
     assert len(await cases(engine)) == 1  # no revoke -> sign in -> alert loop
     # the attacker comes back: new evidence, a new case, judged with the watchlist's stricter eye
     later = back + timedelta(hours=3)
