@@ -404,6 +404,7 @@ class Scenario:
                 operating_system=device.os,
                 browser=device.browser,
                 compliant=bool(device.device_id),
+                request_type="OAuth2:Token" if protocol == "ropc" else "Login:login",  # a password grant
             ),
         )
         return self.emit("entra_signins.ndjson", record)

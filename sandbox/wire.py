@@ -173,8 +173,9 @@ def sts_logon(
 def sts_logon_of(graph: dict[str, Any]) -> dict[str, Any]:
     """The STS logon that the unified audit log holds for a Graph sign-in record (its id prefixed
     `sts-`): what a tenant reading both sources gets twice. A non-interactive sign-in's copy is a token
-    redemption at the OAuth token endpoint (RequestType OAuth2:Token)."""
+    redemption at the OAuth token endpoint (RequestType OAuth2:Token), and so is a password grant's."""
     noninteractive = graph.get("isInteractive") is False or "nonInteractiveUser" in graph.get("signInEventTypes", ())
+    password_grant = graph.get("authenticationProtocol") == "ropc"  # also at the token endpoint
     return sts_logon(
         record_id=f"sts-{graph['id']}",
         at=datetime.fromisoformat(graph["createdDateTime"]),
@@ -183,5 +184,5 @@ def sts_logon_of(graph: dict[str, Any]) -> dict[str, Any]:
         ip=graph["ipAddress"],
         user_agent=graph["userAgent"],
         code=graph["status"]["errorCode"],
-        request_type="OAuth2:Token" if noninteractive else "Login:login",
+        request_type="OAuth2:Token" if noninteractive or password_grant else "Login:login",
     )

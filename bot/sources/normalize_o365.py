@@ -52,6 +52,13 @@ SIGN_IN_OPS = {"userloggedin", "userloginfailed", "passwordlogoninitialauthusing
 # Entra logs as a non-interactive sign-in. Like Graph's non-interactive records, it says nothing about
 # the person's device, hours or whereabouts: a mail client refreshes its token at 3 a.m. from any laptop.
 TOKEN_REQUEST = "oauth2:token"  # noqa: S105 - a RequestType value, not a secret
+# ... except a password grant (ROPC), which Entra logs as an *interactive* sign-in: the user's password
+# was presented (learn.microsoft.com/entra/identity/monitoring-health/concept-noninteractive-sign-ins:
+# non-interactive sign-ins "don't require the user to provide an authentication factor"; Sigma's ROPC
+# rule reads the interactive signinlogs). At the token endpoint only a password check fails with these
+# codes, and Exchange's basic-auth-to-ROPC bridge announces itself as BAV2ROPC.
+PASSWORD_CHECK_CODES = frozenset({50034, 50053, 50055, 50056, 50126})
+ROPC_BRIDGE_AGENT = "bav2ropc"  # a user-agent prefix
 MAIL_ACCESS_OPS = {"mailitemsaccessed"}
 PERMISSION_OPS = {"add-mailboxpermission", "add-recipientpermission", "add-mailboxfolderpermission"}
 INBOX_RULE_OPS = {"new-inboxrule", "set-inboxrule", "updateinboxrules"}
@@ -286,7 +293,12 @@ def normalize_o365(record: Any, tenant: str) -> Event | Rejection:
         client_app=text(r.get("clientinfostring"), 256) or text(r.get("clientapplication"), 128),
         user_agent=ext.get("UserAgent") or None,
         device=" / ".join(x for x in (dev.get("OS"), dev.get("BrowserType")) if x) or None,
-        interactive=not (kind == "sign_in" and (ext.get("RequestType") or "").strip().lower() == TOKEN_REQUEST),
+        interactive=not (
+            kind == "sign_in"
+            and (ext.get("RequestType") or "").strip().lower() == TOKEN_REQUEST
+            and code not in PASSWORD_CHECK_CODES
+            and not (ext.get("UserAgent") or "").lower().startswith(ROPC_BRIDGE_AGENT)
+        ),
         user_type=USER_TYPES.get(user_type_n) if user_type_n is not None else None,
         session_id=text(r.get("sessionid"), 64) or dev.get("SessionId") or text(access.get("AADSessionId"), 64),
         operation=operation,

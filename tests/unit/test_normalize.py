@@ -609,16 +609,17 @@ def test_a_service_principal_sign_in_is_kept_under_its_app_principal() -> None:
 # --- one sign-in, one event: which STS logons copy a Graph sign-in ---------------------------------
 
 
-def sts(request_type: str | None, *, failed: bool = False) -> Event:
-    """An Office 365 STS logon with the given ExtendedProperties RequestType (None: the entry is absent)."""
+def sts(request_type: str | None, *, failed: bool = False, code: int = 50126, agent: str = "Mozilla/5.0") -> Event:
+    """An Office 365 STS logon with the given ExtendedProperties RequestType (None: the entry is absent),
+    failed with `code` when `failed`."""
     record = sts_logon(
         record_id="sts-1",
         at=datetime(2026, 3, 18, 9, tzinfo=UTC),
         upn="jo@contoso.example",
         user_id="4562bcc8-0000-4f95-b7c0-4f8ce89dca5e",
         ip="198.51.100.7",
-        user_agent="Mozilla/5.0",
-        code=50126 if failed else 0,
+        user_agent=agent,
+        code=code if failed else 0,
         request_type=request_type or "",
     )
     if request_type is None:
@@ -641,10 +642,26 @@ def test_a_token_redemption_copies_graph_only_with_its_noninteractive_log(reques
     """A refresh token redeemed (a replayed one too) is a non-interactive sign-in, absent from v1.0's
     log: with only that log read, the STS logon is the sign-in and is detected on."""
     for failed in (False, True):
-        event = sts(request_type, failed=failed)
+        event = sts(request_type, failed=failed, code=50173)  # a revoked refresh token refused
         assert not event.interactive and is_token_redemption(event)  # as Graph's non-interactive records
         assert not is_sign_in_copy(event)
         assert is_sign_in_copy(event, noninteractive_log=True)
+
+
+@pytest.mark.parametrize(
+    ("failed", "code", "agent"),
+    [
+        (True, 50126, "python-requests/2.32"),
+        (True, 50053, "Mozilla/5.0"),
+        (False, 0, "BAV2ROPC"),
+        (True, 50126, "BAV2ROPC"),
+    ],
+)
+def test_a_password_grant_at_the_token_endpoint_is_interactive(failed: bool, code: int, agent: str) -> None:
+    """ROPC presents the password, so Entra logs it as an interactive sign-in: its STS logon is a copy
+    of the interactive log (one password guess, not two), though it went to the token endpoint."""
+    event = sts("OAuth2:Token", failed=failed, code=code, agent=agent)
+    assert event.interactive and not is_token_redemption(event) and is_sign_in_copy(event)
 
 
 def test_only_sts_logons_are_copies() -> None:
