@@ -149,6 +149,10 @@ class Settings(BaseModel):
     baseline_warmup_days: int = Field(default=7, ge=0)
     # The organisation's own mail domains: forwarding to them is internal (subdomains included).
     own_domains: list[str] = Field(default_factory=list)
+    # OAuth apps the organisation approved for mail (Google OAuth client ids, e.g. the Google Admin
+    # console's "Trusted" apps; Entra service-principal object ids): a user's consent to one is recorded
+    # as low, not asked about. Consents to any other app are asked about as before.
+    trusted_mail_apps: list[str] = Field(default_factory=list)
     # The operator's threat intelligence, read at start-up: text files with one IP or CIDR per line
     # (`#` starts a comment). A missing or unreadable file, or a bad line, is a configuration error.
     threat_intel_files: list[str] = Field(default_factory=list)
@@ -218,7 +222,7 @@ class Settings(BaseModel):
             return [str(v).strip().lower() for v in value]
         return value
 
-    @field_validator("detectors", "own_domains", mode="before")
+    @field_validator("detectors", "own_domains", "trusted_mail_apps", mode="before")
     @classmethod
     def _comma_list_lower(cls, value: Any) -> Any:
         if isinstance(value, str):

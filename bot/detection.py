@@ -79,6 +79,7 @@ def detection_params(s: Settings) -> Params:
         new_country_warmup=timedelta(days=s.new_country_warmup_days),
         baseline_warmup=timedelta(days=s.baseline_warmup_days),
         own_domains=frozenset(s.own_domains),
+        trusted_apps=frozenset(a.strip().lower() for a in s.trusted_mail_apps if a.strip()),
         threat_networks=networks,
         tor_exits=tor,
     )

@@ -11,6 +11,9 @@ asks the user, goes to the SOC, pages or contains. Then:
 - prompts per 1,000 users per day counts the cases that ask a user (`ask_user`) and hold no
   attack's event: the questions ordinary traffic costs employees.
 
+It runs with --config when given, else with the scenario's own settings (DIR/mailwarden.toml: the mail
+apps its organisations trust), else $MAILWARDEN_CONFIG or the defaults.
+
 Targets (issue 3): recall >= 0.97 in every category; <= 0.5 prompts per 1,000 users per day.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,9 +149,22 @@ def record_files(directory: Path) -> list[str]:
     return sorted(str(p) for p in directory.iterdir() if p.suffix in (".json", ".ndjson") and p.name != "labels.json")
 
 
+# The settings of the scenario's own organisations, written beside its records by `mailwarden scenario`
+SCENARIO_CONFIG = "mailwarden.toml"
+
+
+def config_for(directory: Path, config: str | None) -> str | None:
+    """The configuration an evaluation runs with: --config when given, else the scenario's own
+    (its organisations' trusted apps, say), else $MAILWARDEN_CONFIG."""
+    if config:
+        return config
+    own = directory / SCENARIO_CONFIG
+    return str(own) if own.is_file() else None
+
+
 async def evaluate(directory: Path, config: str | None = None, errors: Any = None) -> Evaluation:
     labels = orjson.loads((directory / "labels.json").read_bytes())
-    settings = load_settings(toml_path=config)
+    settings = load_settings(toml_path=config_for(directory, config))
     result = await run_replay(record_files(directory), "auto", settings, errors)
     return score(result.cases, labels, result.records, result.rejected)
 
@@ -175,13 +192,15 @@ def _run(args: argparse.Namespace) -> int:
     except UnreadableInput as exc:
         print(f"mailwarden eval: {exc}", file=sys.stderr)
         return 2
+    config = config_for(directory, getattr(args, "config", None)) or os.environ.get("MAILWARDEN_CONFIG")
     if args.json:
-        print(orjson.dumps(ev.as_json()).decode())
+        print(orjson.dumps({**ev.as_json(), "config": config}).decode())
         return 0
     print(
         f"{ev.users} users, {ev.days} days: {ev.records} records ({ev.rejected} rejected), {ev.cases} cases, "
         f"{ev.acting} acting"
     )
+    print(f"configuration: {config or 'the defaults'}")
     print(f"\n{'category':<22}{'attacks':>8}{'caught':>8}{'recall':>8}")
     for name, c in sorted(ev.categories.items()):
         mark = "" if c["recall"] >= RECALL_TARGET else "  < target"

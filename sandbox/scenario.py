@@ -8,7 +8,9 @@ token and admin activities, Alert Center alerts). Ordinary life happens in each 
 zone: a laptop in the morning, a phone during the day, the office some days and home others, a
 typo now and then (one or two failed passwords before the right one), an occasional late evening,
 weekends mostly quiet, a few trips (abroad and at home, on the hotel's Wi-Fi), new phones, mail read
-by Outlook, apps authorised without mail scopes, the odd legitimate mailbox delegation.
+by Outlook, apps authorised without mail scopes, the odd legitimate mailbox delegation, and now and
+then a Google account added to a phone's or laptop's mail app, which asks for the whole mailbox
+(the organisation trusts those apps: the directory's mailwarden.toml lists them).
 
 Attacks of every detector category are mixed in after the first week (the baseline an install has
 from its initial look-back), each on its own victim, and written to `labels.json` with the ids of
@@ -30,7 +32,7 @@ seen only in those token-endpoint records, is among the labelled attacks (script
 
 Files: entra_signins.ndjson, entra_risk.json ({"value": [...]}), o365_audit.json (a content blob:
 a JSON array), gws_login.ndjson, gws_token.ndjson, gws_admin.ndjson, gws_alerts.json
-({"alerts": [...]}), labels.json.
+({"alerts": [...]}), labels.json, mailwarden.toml (the organisations' own settings).
 """
 
 from __future__ import annotations
@@ -115,6 +117,35 @@ OUTLOOK_DESKTOP_UA = {
 OUTLOOK_MOBILE_UA = {"Ios": "Outlook-iOS/2.0", "Android": "Outlook-Android/2.0"}
 # Scripts that redeem a stolen refresh token (TokenTactics, roadtx and home-grown ones).
 TOKEN_REPLAY_UAS = ("python-requests/2.32.3", "Go-http-client/1.1", "axios/1.7.7")
+# Mail apps that ask Google for the whole mailbox on every device they are set up on, which the scenario's
+# Google organisation trusts (mailwarden.toml): (app_name, client_id, client_type, where it runs).
+NATIVE_MAIL_CLIENTS = (
+    (
+        "iOS Account Manager",
+        "450232826690-0rm6bs9d2fps9tifvk2oodh3tasd7vl7.apps.googleusercontent.com",
+        "NATIVE_IOS",
+        "phone",
+    ),
+    (
+        "Microsoft apps & services",
+        "1023917826473-5u1ofhqb3l6nqmh4ebq3aqcbp2a0vcsd.apps.googleusercontent.com",
+        "NATIVE_IOS",
+        "phone",
+    ),
+    (
+        "Thunderbird",
+        "406964657835-aq8lmia8j95dhl1a2bvharmfk3t1hgqj.apps.googleusercontent.com",
+        "NATIVE_DESKTOP",
+        "laptop",
+    ),
+)
+NATIVE_MAIL_SCOPES = (
+    "https://mail.google.com/",
+    "https://www.googleapis.com/auth/calendar",
+    "https://www.googleapis.com/auth/carddav",
+    "openid",
+    "https://www.googleapis.com/auth/userinfo.email",
+)
 GRAPH_APP = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP = "00000002-0000-0ff1-ce00-000000000000"
 CHROMIUM = (
@@ -802,6 +833,36 @@ class Scenario:
                 if day == change:
                     self.password_change(p, day, phone, phone_ip, mobile)
 
+    def native_mail_setups(self) -> None:
+        """Now and then someone on Google Workspace adds their account to a new phone's Mail app, Outlook,
+        or Thunderbird at home: an `authorize` of full Gmail access (https://mail.google.com/) by a
+        client the organisation trusts, about one employee in 30 a month (at least one in every scenario)."""
+        rng = self.rng
+        gws = [p for p in self.people if p.provider == "gws"]
+        setting_up = rng.sample(gws, min(len(gws), max(1, round(len(gws) * self.days / 30 / 30))))  # >= 1 a run
+        for p in setting_up:
+            day = rng.randrange(1, self.days)
+            while self.trip_on(p, day) is not None:
+                day = rng.randrange(1, self.days)  # set up at home, not in a hotel
+            app, client_id, client_type, where = rng.choice(NATIVE_MAIL_CLIENTS)
+            at = self.local(p, day, rng.uniform(12, 22))
+            ip = _ip(rng, p.city[6]) if where == "phone" else p.home_ip
+            self.gws(
+                "gws_token.ndjson",
+                p,
+                at,
+                "token",
+                "auth",
+                "authorize",
+                [
+                    {"name": "client_id", "value": client_id},
+                    {"name": "app_name", "value": app},
+                    {"name": "client_type", "value": client_type},
+                    {"name": "scope", "multiValue": list(NATIVE_MAIL_SCOPES)},
+                ],
+                ip=ip,
+            )
+
     def password_change(self, p: Person, day: int, phone: Device, phone_ip: str, mobile_ua: str) -> None:
         rng = self.rng
         at = self.local(p, day, rng.uniform(9, 16))
@@ -1266,6 +1327,7 @@ class Scenario:
         with self.background():
             self.mail_clients()
             self.token_replays()
+            self.native_mail_setups()
         return self
 
     def write(self, out: Path) -> dict[str, int]:
@@ -1292,7 +1354,18 @@ class Scenario:
             "attacks": self.labels,
         }
         (out / "labels.json").write_bytes(orjson.dumps(labels, option=orjson.OPT_INDENT_2))
+        (out / CONFIG_FILE).write_text(SCENARIO_CONFIG)
         return counts
+
+
+# What the scenario's organisations have configured; `mailwarden eval DIR` reads it from DIR.
+CONFIG_FILE = "mailwarden.toml"
+SCENARIO_CONFIG = (
+    "# The scenario's tenants' own settings (mailwarden eval reads this file from the scenario's directory).\n"
+    "[mailwarden]\n"
+    "# the mail apps the Google organisation's admin console lists as trusted\n"
+    "trusted_mail_apps = [\n" + "".join(f'  "{c[1]}",  # {c[0]}\n' for c in NATIVE_MAIL_CLIENTS) + "]\n"
+)
 
 
 def _weekday(day: int) -> bool:

@@ -110,6 +110,11 @@ class Params:
     mail_bulk_max_seen: int = 10_000
     # oauth_mail_consent: Elastic first-time third-party OAuth app, new client vs 15 days
     consent_memory: timedelta = timedelta(days=15)
+    # ... and the apps the organisation approved (Google OAuth client ids, Entra service-principal object
+    # ids, lower case): Panther's F8 names "legitimate admin tools" as its false positives and Panther's
+    # login-type rule is "configure allow-list" (detections.md F8, F14). Phone and desktop mail clients
+    # (Apple's iOS Mail, Outlook, Thunderbird) ask for full Gmail on every new device.
+    trusted_apps: frozenset[str] = frozenset()
     # mail_forwarding: the organisation's own mail domains (subdomains included); the user's own
     # domain always counts as internal
     own_domains: frozenset[str] = frozenset()

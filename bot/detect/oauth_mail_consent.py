@@ -9,6 +9,10 @@ to every mailbox; C5). The Exchange protocol scopes (EWS/IMAP/POP AccessAsUser.A
 same mail. Google: Panther "OAuth app authorised with privileged scopes", extended for T1114.002
 with the Gmail scopes and the GMAIL product bucket (F8). A client the user already granted within
 Elastic's 15-day new-client window (F9) is not reported again (token refreshes re-authorize).
+A consent to an app the organisation lists as trusted (`trusted_apps`: every new phone's Mail app
+asks for full Gmail) is recorded low, not asked about: a native client's id carries no secret, so
+anyone can present it, and the record must still be there to join an incident it is part of. Only
+access to every mailbox (full_access_as_app) is never trusted away.
 Domain-wide delegation is impersonation_role's.
 """
 
@@ -75,7 +79,11 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
     tenant_wide = p.get("ConsentType") == "AllPrincipals" or p.get("ConsentContext.IsAdminConsent") == "True"
     offline = "offline_access" in lowered
     full_gmail = bool(GMAIL_FULL.intersection(event.scopes))
-    severity = Severity.HIGH if every or tenant_wide or offline or full_gmail else Severity.MEDIUM
+    trusted = bool(event.app_id) and (event.app_id or "").lower() in params.trusted_apps and not every
+    if trusted:
+        severity = Severity.LOW
+    else:
+        severity = Severity.HIGH if every or tenant_wide or offline or full_gmail else Severity.MEDIUM
     app = clip(event.app or event.target or event.app_id, 60) or "an app"
     extras = [
         x
@@ -83,6 +91,7 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
             ("every mailbox in the tenant", every),
             ("for all users", tenant_wide),
             ("that keeps working offline", offline),
+            ("an app the organisation trusts", trusted),
         )
         if on
     ]

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from bot.cli import main
 from bot.detect import detector_ids
-from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, evaluate
-from sandbox.scenario import CATEGORIES, generate
+from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, config_for, evaluate
+from sandbox.scenario import CATEGORIES, NATIVE_MAIL_CLIENTS, generate
 from sandbox.wire import sts_logon_of
 from sandbox.world import sign_in
 
@@ -243,6 +243,35 @@ def test_the_scenario_holds_what_real_logs_are_full_of() -> None:
     assert verified["Challenge Passed."] > 0  # Google's 2-step verification before some sign-ins
     replays = [a for a in s.labels if a["what"] == "stolen refresh token redeemed by a script"]
     assert replays and {a["category"] for a in replays} == {"scripted_client"}
+
+
+async def test_a_mail_app_the_organisation_trusts_is_recorded_not_asked(tmp_path: Path) -> None:
+    """A Google account added to a new phone's Mail app grants it the whole mailbox. With the app in the
+    organisation's trusted list (the scenario's own mailwarden.toml, which eval reads) the consent is a
+    low, recorded case; without it, the employee is asked about every new phone."""
+    scenario = generate(users=40, days=12, seed=5)
+    scenario.write(tmp_path)
+    native = {c[1] for c in NATIVE_MAIL_CLIENTS}
+    setups = [
+        r
+        for r in scenario.files["gws_token.ndjson"]
+        if any(p["name"] == "client_id" and p["value"] in native for p in r["events"][0]["parameters"])
+    ]
+    assert setups
+    trusted = await evaluate(tmp_path)
+    assert not [p for p in trusted.false_prompts if "oauth_mail_consent" in p["detectors"]], trusted.false_prompts
+    assert all(c["recall"] >= RECALL_TARGET for c in trusted.categories.values()), trusted.missed  # attacks still act
+    (tmp_path / "mailwarden.toml").unlink()
+    untrusted = await evaluate(tmp_path)
+    asked = [p for p in untrusted.false_prompts if "oauth_mail_consent" in p["detectors"]]
+    assert len(asked) == len({r["actor"]["email"] for r in setups}), untrusted.false_prompts
+
+
+def test_eval_reads_its_configuration_from_the_option_then_the_scenario(tmp_path: Path) -> None:
+    assert config_for(tmp_path, None) is None
+    (tmp_path / "mailwarden.toml").write_text("[mailwarden]\n")
+    assert config_for(tmp_path, None) == str(tmp_path / "mailwarden.toml")
+    assert config_for(tmp_path, "/etc/mailwarden.toml") == "/etc/mailwarden.toml"
 
 
 def test_scenario_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
