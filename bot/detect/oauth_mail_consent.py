@@ -6,8 +6,9 @@ Mail.Send.Shared; detections.md C1); Sentinel EndUserConsentMailboxOfflineAccess
 MailboxSettings.ReadWrite, worse with offline_access; C2); Splunk tenant-wide admin consent
 (ConsentType AllPrincipals; C4); Sentinel ExchangeFullAccessGrantedToApp (full_access_as_app, EWS
 to every mailbox; C5). The Exchange protocol scopes (EWS/IMAP/POP AccessAsUser.All) reach the
-same mail. Google: Panther "OAuth app authorised with privileged scopes", extended for T1114.002
-with the Gmail scopes and the GMAIL product bucket (F8). A client the user already granted within
+same mail, and eDiscovery scopes (Graph eDiscovery.*, Google Vault's `ediscovery`) search and
+export every mailbox. Google: Panther "OAuth app authorised with privileged scopes", extended for
+T1114.002 with the Gmail scopes and the GMAIL product bucket (F8). A client the user already granted within
 Elastic's 15-day new-client window (F9) is not reported again (token refreshes re-authorize).
 A consent to an app the organisation lists as trusted (`trusted_apps`: every new phone's Mail app
 asks for full Gmail) is recorded low, not asked about: a native client's id carries no secret, so
@@ -40,7 +41,12 @@ MS_MAIL = frozenset(
         "pop.accessasuser.all",
     }
 )
-EVERY_MAILBOX = frozenset({"full_access_as_app"})
+# Every mailbox at once: EWS as any user (full_access_as_app), and eDiscovery, whose searches and
+# exports span the organisation's mailboxes: Graph's eDiscovery.Read.All is already the least privilege
+# to create a search (learn.microsoft.com/graph/api/security-ediscoverycase-post-searches), and Google
+# Vault's `ediscovery` scope exports any custodian's mail (Panther F8 lists it as privileged).
+EVERY_MAILBOX = frozenset({"full_access_as_app", "ediscovery.read.all", "ediscovery.readwrite.all"})
+GOOGLE_EVERY_MAILBOX = frozenset({"https://www.googleapis.com/auth/ediscovery"})
 # Whole-mailbox Gmail scopes (read everything); narrower gmail.* scopes are still reported, lower.
 GMAIL_FULL = frozenset(
     {
@@ -55,7 +61,13 @@ def mail_scopes(event: Event) -> tuple[str, ...]:
     out = []
     for s in event.scopes:
         low = s.lower()
-        if low in MS_MAIL or low in EVERY_MAILBOX or s in GMAIL_FULL or "/auth/gmail." in low:
+        if (
+            low in MS_MAIL
+            or low in EVERY_MAILBOX
+            or s in GMAIL_FULL
+            or s in GOOGLE_EVERY_MAILBOX
+            or "/auth/gmail." in low
+        ):
             out.append(s)
     if not out and any(k == "product_buckets" and "GMAIL" in v for k, v in event.parameters):
         out.append("Gmail (product bucket)")
@@ -75,7 +87,7 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
             return None
     p = dict(event.parameters)
     lowered = {s.lower() for s in event.scopes}
-    every = bool(EVERY_MAILBOX & lowered)
+    every = bool(EVERY_MAILBOX & lowered or GOOGLE_EVERY_MAILBOX.intersection(event.scopes))
     tenant_wide = p.get("ConsentType") == "AllPrincipals" or p.get("ConsentContext.IsAdminConsent") == "True"
     offline = "offline_access" in lowered
     full_gmail = bool(GMAIL_FULL.intersection(event.scopes))
