@@ -841,9 +841,10 @@ class Scenario:
         gws = [p for p in self.people if p.provider == "gws"]
         setting_up = rng.sample(gws, min(len(gws), max(1, round(len(gws) * self.days / 30 / 30))))  # >= 1 a run
         for p in setting_up:
-            day = rng.randrange(1, self.days)
-            while self.trip_on(p, day) is not None:
-                day = rng.randrange(1, self.days)  # set up at home, not in a hotel
+            at_home = [d for d in range(1, self.days) if self.trip_on(p, d) is None]  # not set up in a hotel
+            if not at_home:
+                continue
+            day = rng.choice(at_home)
             app, client_id, client_type, where = rng.choice(NATIVE_MAIL_CLIENTS)
             at = self.local(p, day, rng.uniform(12, 22))
             ip = _ip(rng, p.city[6]) if where == "phone" else p.home_ip

@@ -13,7 +13,7 @@ Elastic's 15-day new-client window (F9) is not reported again (token refreshes r
 A consent to an app the organisation lists as trusted (`trusted_apps`: every new phone's Mail app
 asks for full Gmail) is recorded low, not asked about: a native client's id carries no secret, so
 anyone can present it, and the record must still be there to join an incident it is part of. Only
-access to every mailbox (full_access_as_app) is never trusted away.
+access to every mailbox (full_access_as_app, eDiscovery) is never trusted away.
 Domain-wide delegation is impersonation_role's.
 """
 
@@ -91,7 +91,7 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
     tenant_wide = p.get("ConsentType") == "AllPrincipals" or p.get("ConsentContext.IsAdminConsent") == "True"
     offline = "offline_access" in lowered
     full_gmail = bool(GMAIL_FULL.intersection(event.scopes))
-    trusted = bool(event.app_id) and (event.app_id or "").lower() in params.trusted_apps and not every
+    trusted = not every and (event.app_id or "").lower() in params.trusted_apps
     if trusted:
         severity = Severity.LOW
     else:
