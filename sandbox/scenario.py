@@ -40,7 +40,7 @@ from __future__ import annotations
 import argparse
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -506,6 +506,26 @@ class Scenario:
             }
         return self.emit(file, record)
 
+    def gws_authorize(
+        self,
+        p: Person,
+        at: datetime,
+        *,
+        client_id: str,
+        app: str,
+        scopes: Sequence[str],
+        ip: str,
+        client_type: str | None = None,
+    ) -> dict[str, Any]:
+        """An OAuth client authorised by the user: the Reports API's token `authorize` event."""
+        params: list[dict[str, Any]] = [
+            {"name": "client_id", "value": client_id},
+            {"name": "app_name", "value": app},
+            *([{"name": "client_type", "value": client_type}] if client_type else []),
+            {"name": "scope", "multiValue": list(scopes)},
+        ]
+        return self.gws("gws_token.ndjson", p, at, "token", "auth", "authorize", params, ip=ip)
+
     def gws_login(
         self,
         p: Person,
@@ -643,18 +663,12 @@ class Scenario:
                             access=rng.choice(("Bind", "Sync")),
                         )
                 elif rng.random() < 0.01:
-                    self.gws(
-                        "gws_token.ndjson",
+                    self.gws_authorize(
                         p,
                         self.local(p, day, rng.uniform(9, 17)),
-                        "token",
-                        "auth",
-                        "authorize",
-                        [
-                            {"name": "client_id", "value": f"{rng.randrange(10**9)}-cal.apps.googleusercontent.com"},
-                            {"name": "app_name", "value": rng.choice(("Calendly", "Zoom", "Miro"))},
-                            {"name": "scope", "multiValue": ["https://www.googleapis.com/auth/calendar", "openid"]},
-                        ],
+                        client_id=f"{rng.randrange(10**9)}-cal.apps.googleusercontent.com",
+                        app=rng.choice(("Calendly", "Zoom", "Miro")),
+                        scopes=("https://www.googleapis.com/auth/calendar", "openid"),
                         ip=net_ip,
                     )
             self.admin_work(p)
@@ -848,20 +862,8 @@ class Scenario:
             app, client_id, client_type, where = rng.choice(NATIVE_MAIL_CLIENTS)
             at = self.local(p, day, rng.uniform(12, 22))
             ip = _ip(rng, p.city[6]) if where == "phone" else p.home_ip
-            self.gws(
-                "gws_token.ndjson",
-                p,
-                at,
-                "token",
-                "auth",
-                "authorize",
-                [
-                    {"name": "client_id", "value": client_id},
-                    {"name": "app_name", "value": app},
-                    {"name": "client_type", "value": client_type},
-                    {"name": "scope", "multiValue": list(NATIVE_MAIL_SCOPES)},
-                ],
-                ip=ip,
+            self.gws_authorize(
+                p, at, client_id=client_id, app=app, scopes=NATIVE_MAIL_SCOPES, ip=ip, client_type=client_type
             )
 
     def password_change(self, p: Person, day: int, phone: Device, phone_ip: str, mobile_ua: str) -> None:
@@ -1168,18 +1170,12 @@ class Scenario:
                 Target=[{"ID": app, "Type": 1}],
             )
         else:
-            self.gws(
-                "gws_token.ndjson",
+            self.gws_authorize(
                 v,
                 at,
-                "token",
-                "auth",
-                "authorize",
-                [
-                    {"name": "client_id", "value": f"{self.rng.randrange(10**9)}-x.apps.googleusercontent.com"},
-                    {"name": "app_name", "value": "Inbox Cleaner"},
-                    {"name": "scope", "multiValue": ["https://mail.google.com/", "openid"]},
-                ],
+                client_id=f"{self.rng.randrange(10**9)}-x.apps.googleusercontent.com",
+                app="Inbox Cleaner",
+                scopes=("https://mail.google.com/", "openid"),
                 ip=v.home_ip,
             )
 
