@@ -9,7 +9,11 @@ asks the user, goes to the SOC, pages or contains. Then:
 - precision per detector is the share of acting cases with that detector's finding that hold an
   attack's event (overall: all acting cases);
 - prompts per 1,000 users per day counts the cases that ask a user (`ask_user`) and hold no
-  attack's event: the questions ordinary traffic costs employees.
+  attack's event: the questions ordinary traffic costs employees;
+- SOC reviews per 1,000 users per day counts the cases holding no attack's event that reach the SOC
+  all the same: those policy sends there (or pages, or contains) and the high or critical prompts,
+  which the employee's "Yes" cannot close: the alert queue ordinary traffic costs the SOC (no target
+  in issue 3; printed so that a change that moves the burden from employees to analysts shows).
 
 It runs with --config when given, else with the scenario's own settings (DIR/mailwarden.toml: the mail
 apps its organisations trust), else $MAILWARDEN_CONFIG or the defaults.
@@ -30,6 +34,7 @@ from typing import Any
 import orjson
 
 from bot.config import load_settings
+from bot.detect.policy import yes_closes
 from bot.model import Case, Decision
 from bot.replay import UnreadableInput, quiet_logs, run_replay
 
@@ -50,6 +55,7 @@ class Evaluation:
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompts: int = 0
     false_prompts: list[dict[str, Any]] = field(default_factory=list)
+    soc_reviews: int = 0  # ordinary-traffic cases that reach the SOC (see the module's docstring)
     missed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -64,6 +70,10 @@ class Evaluation:
     @property
     def prompts_per_1000_per_day(self) -> float:
         return self.prompts / (self.users * self.days / 1000) if self.users and self.days else 0.0
+
+    @property
+    def soc_reviews_per_1000_per_day(self) -> float:
+        return self.soc_reviews / (self.users * self.days / 1000) if self.users and self.days else 0.0
 
     @property
     def targets_met(self) -> bool:
@@ -86,6 +96,10 @@ class Evaluation:
             "prompts": {
                 "count": self.prompts,
                 "per_1000_users_per_day": round(self.prompts_per_1000_per_day, 4),
+            },
+            "soc_reviews": {
+                "count": self.soc_reviews,
+                "per_1000_users_per_day": round(self.soc_reviews_per_1000_per_day, 4),
             },
             "targets": {"recall": RECALL_TARGET, "prompts_per_1000_users_per_day": PROMPT_TARGET},
             "targets_met": self.targets_met,
@@ -118,6 +132,8 @@ def score(cases: list[Case], labels: dict[str, Any], records: int = 0, rejected:
             hit = per_detector.setdefault(d, [0, 0])
             hit[0] += 1
             hit[1] += bool(touched)
+        if not touched and reaches_soc(c):
+            ev.soc_reviews += 1
         if c.decision is Decision.ASK_USER and not touched:
             prompts += 1
             ev.false_prompts.append(
@@ -143,6 +159,14 @@ def score(cases: list[Case], labels: dict[str, Any], records: int = 0, rejected:
         d: {"cases": n, "on_attacks": t, "precision": round(t / n, 4)} for d, (n, t) in sorted(per_detector.items())
     }
     return ev
+
+
+def reaches_soc(case: Case) -> bool:
+    """Whether the SOC sees the case whatever the employee answers: policy sends it there (or pages or
+    contains), or it asks the employee at a severity whose "Yes" does not close it."""
+    if case.decision is Decision.ASK_USER:
+        return not yes_closes(case.severity)
+    return case.decision is not Decision.RECORD
 
 
 def record_files(directory: Path) -> list[str]:
@@ -212,6 +236,10 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"prompts on ordinary traffic: {ev.prompts} = {ev.prompts_per_1000_per_day:.3f} per 1,000 users per day "
         f"(target <= {PROMPT_TARGET})"
+    )
+    print(
+        f"SOC reviews on ordinary traffic: {ev.soc_reviews} = {ev.soc_reviews_per_1000_per_day:.3f} per 1,000 users "
+        "per day (cases the SOC sees whatever the employee answers; no target)"
     )
     print(f"targets {'met' if ev.targets_met else 'NOT met'}")
     return 0

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from bot.cli import main
 from bot.detect import detector_ids
-from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, config_for, evaluate
+from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, config_for, evaluate, reaches_soc
+from bot.model import Case, CaseState, Decision, Severity
 from sandbox.scenario import CATEGORIES, NATIVE_MAIL_CLIENTS, generate
 from sandbox.wire import sts_logon_of
 from sandbox.world import sign_in
@@ -265,6 +266,26 @@ async def test_a_mail_app_the_organisation_trusts_is_recorded_not_asked(tmp_path
     untrusted = await evaluate(tmp_path)
     asked = [p for p in untrusted.false_prompts if "oauth_mail_consent" in p["detectors"]]
     assert len(asked) == len({r["actor"]["email"] for r in setups}), untrusted.false_prompts
+    # full Gmail access is high: the employee's "Yes" cannot close it, so each one reaches the SOC too
+    assert untrusted.soc_reviews == trusted.soc_reviews + len(asked)
+
+
+@pytest.mark.parametrize(
+    ("decision", "severity", "reaches"),
+    [
+        (Decision.RECORD, Severity.CRITICAL, False),
+        (Decision.ASK_USER, Severity.MEDIUM, False),
+        (Decision.ASK_USER, Severity.HIGH, True),
+        (Decision.SOC, Severity.MEDIUM, True),
+        (Decision.PAGE, Severity.CRITICAL, True),
+    ],
+)
+def test_a_case_reaches_the_soc_when_the_employees_yes_cannot_close_it(
+    decision: Decision, severity: Severity, reaches: bool
+) -> None:
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    case = Case("MW-1", "t1", "jo@contoso.example", CaseState.NEW, severity, decision, at, at, at)
+    assert reaches_soc(case) is reaches
 
 
 def test_eval_reads_its_configuration_from_the_option_then_the_scenario(tmp_path: Path) -> None:
@@ -281,5 +302,5 @@ def test_scenario_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert {"overall", "categories", "detectors", "prompts", "targets_met"} <= set(report)
+    assert {"overall", "categories", "detectors", "prompts", "soc_reviews", "targets_met", "config"} <= set(report)
     assert report["prompts"]["per_1000_users_per_day"] >= 0
