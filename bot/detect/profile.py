@@ -23,6 +23,11 @@ from bot.model import Event, FailedAttempt, Located, Profile
 K = TypeVar("K", bound=Hashable)
 
 HOURS_PER_WEEK = 168
+# Google logs a sign-in's challenges (2-step verification, a "verify it's you" check) as events of their
+# own, moments before its login_success (api-contracts.md, login application): learning from a passed
+# one as well would count that sign-in twice, its hour of the week too. A failed one still counts as a
+# failure, as Entra's failed MFA (500121) does.
+SIGN_IN_STEPS = frozenset({"login_challenge", "login_verification"})
 
 
 def remember(
@@ -145,6 +150,8 @@ def observe(profile: Profile | None, event: Event, params: Params) -> Profile:
         kept = tuple(f for f in p.recent_failures if f.at >= horizon)
         kept = (*kept, FailedAttempt(at=event.occurred_at, ip=event.ip))
         return replace(p, recent_failures=tuple(sorted(kept, key=lambda f: f.at))[-params.max_failures_kept :])
+    if event.operation in SIGN_IN_STEPS:
+        return p  # the login_success that follows is the sign-in
     return _learn_sign_in(p, event, params)
 
 

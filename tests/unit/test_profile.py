@@ -13,6 +13,7 @@ from msgspec.structs import replace
 from bot.detect import Params
 from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
 from bot.model import Event, Profile
+from bot.sources.normalize_gws_activity import normalize_activity
 from bot.store.codec import _PROFILE_DECODER, profile_from_dict, profile_from_json, profile_json, profile_to_dict
 
 T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
@@ -200,3 +201,44 @@ def test_a_place_signed_in_from_again_is_kept_once_and_travel_still_reads_the_ne
     )
     f = detect(away, p, params)
     assert f is not None and f.reason.startswith("Signed in from US 20 minutes after signing in from DE")
+
+
+def google_login(name: str, at: datetime, status: str | None = None) -> dict[str, object]:
+    """A Reports API login activity as activities.list returns it."""
+    params: list[dict[str, object]] = [{"name": "login_type", "value": "google_password"}]
+    if status is not None:
+        params += [
+            {"name": "is_second_factor", "boolValue": True},
+            {"name": "login_challenge_method", "multiValue": ["google_prompt"]},
+            {"name": "login_challenge_status", "value": status},
+        ]
+    return {
+        "kind": "admin#reports#activity",
+        "id": {
+            "time": at.isoformat().replace("+00:00", "Z"),
+            "uniqueQualifier": str(int(at.timestamp())),
+            "applicationName": "login",
+        },
+        "actor": {"email": "jo@fabrikam.example"},
+        "ipAddress": "198.51.100.9",
+        "networkInfo": {"ipAsn": [64500], "regionCode": "GB"},
+        "events": [{"type": "login", "name": name, "parameters": params}],
+    }
+
+
+def test_a_google_sign_in_is_learned_once_however_many_challenges_it_passed() -> None:
+    """Google logs 2-step verification as an event of its own just before the login_success: the
+    sign-in, and its hour of the week, count once. A failed challenge is still a failure."""
+    records = [
+        google_login("login_verification", T - timedelta(seconds=70), "Challenge Failed."),
+        google_login("login_verification", T - timedelta(seconds=20), "Challenge Passed."),
+        google_login("login_success", T),
+    ]
+    p = None
+    for record in records:
+        for e in normalize_activity(record, "t"):
+            assert isinstance(e, Event) and e.kind == "sign_in"
+            p = observe(p, e, Params())
+    assert p is not None
+    assert p.sign_ins == 1 and sum(p.hours) == 1 and len(p.recent_failures) == 1
+    assert [c for c, _ in p.countries] == ["GB"] and [a for a, _ in p.asns] == [64500]
