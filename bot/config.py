@@ -153,6 +153,10 @@ class Settings(BaseModel):
     # console's "Trusted" apps; Entra service-principal object ids): a user's consent to one is recorded
     # as low, not asked about. Consents to any other app are asked about as before.
     trusted_mail_apps: list[str] = Field(default_factory=list)
+    # The organisation's own egress networks (IP addresses or CIDRs: offices' NAT, the corporate VPN,
+    # VDI, a secure web gateway): sign-ins from them are not read for the person's whereabouts
+    # (new country or network, impossible travel) nor as a hosting network.
+    own_networks: list[str] = Field(default_factory=list)
     # The operator's threat intelligence, read at start-up: text files with one IP or CIDR per line
     # (`#` starts a comment). A missing or unreadable file, or a bad line, is a configuration error.
     threat_intel_files: list[str] = Field(default_factory=list)
@@ -230,7 +234,12 @@ class Settings(BaseModel):
         return value
 
     @field_validator(
-        "noninteractive_filter", "o365_content_types", "threat_intel_files", "tor_exit_files", mode="before"
+        "noninteractive_filter",
+        "o365_content_types",
+        "threat_intel_files",
+        "tor_exit_files",
+        "own_networks",
+        mode="before",
     )
     @classmethod
     def _comma_list_as_is(cls, value: Any) -> Any:

@@ -47,6 +47,16 @@ def load_networks(paths: list[str], problems: list[str]) -> tuple[IPNetwork, ...
     return tuple(dict.fromkeys(nets))
 
 
+def own_networks(entries: list[str], problems: list[str]) -> tuple[IPNetwork, ...]:
+    nets: list[IPNetwork] = []
+    for n, entry in enumerate(entries, 1):
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:  # by position: configuration errors never echo a value (a secret typed there)
+            problems.append(f"MAILWARDEN_OWN_NETWORKS: entry {n} is not an IP address or CIDR network")
+    return tuple(dict.fromkeys(nets))
+
+
 def load_addresses(paths: list[str], problems: list[str]) -> frozenset[str]:
     found: set[str] = set()
     for path in paths:
@@ -68,6 +78,7 @@ def detection_params(s: Settings) -> Params:
             f"MAILWARDEN_DETECTORS: unknown detector(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     networks = load_networks(s.threat_intel_files, problems)
+    own = own_networks(s.own_networks, problems)
     tor = load_addresses(s.tor_exit_files, problems)
     problems += [f"MAILWARDEN_POLICY_DETECTORS: unknown detector {d}" for d in sorted(set(s.policy_detectors) - known)]
     if problems:
@@ -81,6 +92,7 @@ def detection_params(s: Settings) -> Params:
         own_domains=frozenset(s.own_domains),
         trusted_apps=frozenset(a.strip().lower() for a in s.trusted_mail_apps if a.strip()),
         threat_networks=networks,
+        own_networks=own,
         tor_exits=tor,
     )
 

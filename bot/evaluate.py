@@ -196,6 +196,12 @@ async def evaluate(directory: Path, config: str | None = None, errors: Any = Non
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory", metavar="DIR", help="a directory written by `mailwarden scenario`")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,  # `mailwarden --config X eval DIR` means the same; neither overrides the other
+        help="TOML configuration to evaluate with "
+        "(default: the scenario's DIR/mailwarden.toml, else $MAILWARDEN_CONFIG)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

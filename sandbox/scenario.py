@@ -10,7 +10,9 @@ typo now and then (one or two failed passwords before the right one), an occasio
 weekends mostly quiet, a few trips (abroad and at home, on the hotel's Wi-Fi), new phones, mail read
 by Outlook, apps authorised without mail scopes, the odd legitimate mailbox delegation, and now and
 then a Google account added to a phone's or laptop's mail app, which asks for the whole mailbox
-(the organisation trusts those apps: the directory's mailwarden.toml lists them).
+(the organisation trusts those apps: the directory's mailwarden.toml lists them). Some of the
+Microsoft 365 staff work from home through the corporate VPN, whose egress is in AWS us-east-1
+(the same file lists it as the organisation's own network).
 
 Attacks of every detector category are mixed in after the first week (the baseline an install has
 from its initial look-back), each on its own victim, and written to `labels.json` with the ids of
@@ -38,6 +40,8 @@ a JSON array), gws_login.ndjson, gws_token.ndjson, gws_admin.ndjson, gws_alerts.
 from __future__ import annotations
 
 import argparse
+import functools
+import ipaddress
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -139,6 +143,12 @@ NATIVE_MAIL_CLIENTS = (
         "laptop",
     ),
 )
+# The Microsoft 365 organisation's corporate VPN: its egress is a few addresses in AWS us-east-1, a
+# hosting network in another country for most of its staff. Some employees working from home connect
+# through it on some days (mailwarden.toml lists it as the organisation's own network).
+VPN_EGRESS = "44.206.19.32/29"
+VPN_CITY: City = ("US", "Ashburn", 39.04, -77.49, "America/New_York", (16509,), 16509)
+VPN_USERS = 0.15  # the share of the organisation's staff who use it
 NATIVE_MAIL_SCOPES = (
     "https://mail.google.com/",
     "https://www.googleapis.com/auth/calendar",
@@ -263,6 +273,7 @@ class Scenario:
         # `background`), so the people, their ordinary days and the attacks stay what they were and an
         # evaluation's change can be put down to what was added.
         self.noise = random.Random(f"background:{seed}")
+        self.vpn = random.Random(f"vpn:{seed}")  # who is on the corporate VPN when, and at which address
         self.users_n = users
         self.days = days
         self.seed = seed
@@ -646,11 +657,16 @@ class Scenario:
                     continue
                 office = rng.random() < 0.5
                 net_ip, net_asn = (self.office_ip(p), p.city[5][0]) if office else (p.home_ip, p.home_asn)
-                self.sign_in(p, self.local(p, day, rng.uniform(7.5, 9.5)), p.laptop, net_ip, net_asn, typo=True)
+                where = None
+                if not office and self.on_vpn(p):
+                    net_ip, net_asn, where = self.vpn_address(), VPN_CITY[6], VPN_CITY
+                self.sign_in(
+                    p, self.local(p, day, rng.uniform(7.5, 9.5)), p.laptop, net_ip, net_asn, typo=True, where=where
+                )
                 for _ in range(rng.choice((0, 1, 1, 2))):
                     self.sign_in(p, self.local(p, day, rng.uniform(10, 18)), phone, _ip(rng, carrier), carrier)
                 if rng.random() < 0.4:
-                    self.sign_in(p, self.local(p, day, rng.uniform(12.5, 17.5)), p.laptop, net_ip, net_asn)
+                    self.sign_in(p, self.local(p, day, rng.uniform(12.5, 17.5)), p.laptop, net_ip, net_asn, where=where)
                 if p.evenings and rng.random() < 0.3:
                     self.sign_in(p, self.local(p, day, rng.uniform(20, 22.5)), p.laptop, p.home_ip, p.home_asn)
                 if p.provider == "ms":
@@ -742,6 +758,24 @@ class Scenario:
         return self.gws(
             "gws_login.ndjson", p, at, "login", "login", "login_verification", params, ip=ip, asn=asn, region=where[0]
         )
+
+    def on_vpn(self, p: Person) -> bool:
+        """Whether a Microsoft 365 employee working from home connects through the corporate VPN today
+        (drawn from a generator of its own: the rest of the scenario is what it was without the VPN)."""
+        if p.upn not in self.vpn_users:
+            return False
+        return self.vpn.random() < 0.6
+
+    @functools.cached_property
+    def vpn_users(self) -> frozenset[str]:
+        """About VPN_USERS of the Microsoft 365 staff, at least one in every scenario."""
+        ms = [p.upn for p in self.people if p.provider == "ms"]
+        chosen = {u for u in ms if random.Random(f"vpn:{self.seed}:{u}").random() < VPN_USERS}
+        return frozenset(chosen or ms[:1])
+
+    def vpn_address(self) -> str:
+        net = ipaddress.ip_network(VPN_EGRESS)
+        return str(net[1 + self.vpn.randrange(net.num_addresses - 2)])
 
     def phone_on(self, p: Person, day: int) -> Device:
         new = p.new_phone is not None and p.new_phone_day is not None and day >= p.new_phone_day
@@ -1362,6 +1396,8 @@ SCENARIO_CONFIG = (
     "[mailwarden]\n"
     "# the mail apps the Google organisation's admin console lists as trusted\n"
     "trusted_mail_apps = [\n" + "".join(f'  "{c[1]}",  # {c[0]}\n' for c in NATIVE_MAIL_CLIENTS) + "]\n"
+    "# the Microsoft 365 organisation's corporate VPN egress (AWS us-east-1)\n"
+    f'own_networks = ["{VPN_EGRESS}"]\n'
 )
 
 

@@ -84,6 +84,13 @@ class Params:
     max_locations: int = 20
     # risky_ip: the operator's own lists, loaded by the shell; no file is read here
     threat_networks: tuple[IPNetwork, ...] = ()
+    # The organisation's own egress (offices' NAT, its VPN, VDI, a secure web gateway), often in a cloud
+    # network and another country: where a sign-in from there comes from says nothing about where the
+    # person is. The public rules list exactly these as their false positives ("VPN/proxy egress, AWS
+    # WorkSpaces / VDI in cloud ASNs", "NAT'd corporate egress": detections.md A1, A6, A7); Entra's
+    # trusted named locations serve the same end. new_country, new_asn, impossible_travel and
+    # risky_ip's hosting-network check leave them out, and baselines do not learn their whereabouts.
+    own_networks: tuple[IPNetwork, ...] = ()
     tor_exits: frozenset[str] = frozenset()
     hosting_asns: frozenset[int] = HOSTING_ASNS
     # password_spray: Sentinel SigninPasswordSpray (>= 5 users per IP in 20 min); a success from that IP

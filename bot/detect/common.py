@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.model import Event, Finding, Profile, Severity
+
+if TYPE_CHECKING:
+    from bot.detect import IPNetwork, Params
 
 K = TypeVar("K")
 
@@ -96,3 +101,19 @@ def usual(entries: Iterable[tuple[K, datetime]], n: int = 3) -> str:
 
 def is_successful_sign_in(event: Event) -> bool:
     return event.kind == "sign_in" and event.success
+
+
+def from_own_network(event: Event, params: Params) -> bool:
+    """The event came through the organisation's own egress (Params.own_networks)."""
+    return bool(params.own_networks) and event.ip is not None and within(event.ip, params.own_networks)
+
+
+@functools.lru_cache(maxsize=4096)
+def within(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """`ip` lies in one of `networks`. Cached per address: a tenant's sign-ins come from a few thousand
+    addresses, again and again."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == net.version and addr in net for net in networks)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from bot.detect import Params
-from bot.detect.common import finding, is_successful_sign_in
+from bot.detect.common import finding, from_own_network, is_successful_sign_in
 from bot.model import Event, Finding, Located, Profile, Severity
 
 ID = "impossible_travel"
@@ -40,6 +40,8 @@ def _where(loc: Located | Event) -> str:
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if not is_successful_sign_in(event) or not event.interactive or profile is None or not profile.recent_locations:
         return None
+    if from_own_network(event, params):
+        return None  # a VPN's egress is where the tunnel ends, not where its user is
     for prev in reversed(profile.recent_locations):  # kept oldest first (bot.detect.profile): newest first here
         gap = event.occurred_at - prev.at
         if gap > params.travel_window:

@@ -8,7 +8,7 @@ is low on its own and counts when it joins other findings. No finding during the
 from __future__ import annotations
 
 from bot.detect import Params
-from bot.detect.common import finding, is_successful_sign_in, last_seen, usual, warmed_up
+from bot.detect.common import finding, from_own_network, is_successful_sign_in, last_seen, usual, warmed_up
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "new_asn"
@@ -18,6 +18,8 @@ KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all s
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if not is_successful_sign_in(event) or event.asn is None or profile is None:
         return None
+    if from_own_network(event, params):
+        return None  # the organisation's own egress: its network is the organisation's, not the person's
     if not warmed_up(profile, event, params.baseline_warmup) or not profile.asns:
         return None
     if last_seen(profile.asns, event.asn) is not None:

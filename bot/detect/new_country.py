@@ -8,7 +8,7 @@ Medium, except from a registered device (Entra deviceId) the user already signs 
 from __future__ import annotations
 
 from bot.detect import Params
-from bot.detect.common import last_seen
+from bot.detect.common import from_own_network, last_seen
 from bot.model import Event, Finding, Profile, Severity
 
 ID = "new_country"
@@ -18,6 +18,8 @@ KINDS = frozenset({"sign_in"})  # the event kinds it reads (bot.detect.run_all s
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
     if event.kind != "sign_in" or not event.success or not event.country or profile is None:
         return None
+    if from_own_network(event, params):
+        return None  # the organisation's VPN or gateway egress: not where the person is
     if event.occurred_at - profile.first_seen < params.new_country_warmup or not profile.countries:
         return None
     if profile.knows_country(event.country):

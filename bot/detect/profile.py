@@ -17,7 +17,7 @@ from typing import TypeVar
 from msgspec.structs import replace
 
 from bot.detect import Params
-from bot.detect.common import is_failed_password
+from bot.detect.common import from_own_network, is_failed_password
 from bot.model import Event, FailedAttempt, Located, Profile
 
 K = TypeVar("K", bound=Hashable)
@@ -102,6 +102,10 @@ def _same_place(a: Located, b: Located) -> bool:
 
 def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:
     at, memory = event.occurred_at, params.baseline_memory
+    if from_own_network(event, params):
+        # The organisation's VPN or gateway: its country, network and place are the egress's, not the
+        # person's, and learning them would hide an outsider who signs in from that country later.
+        event = replace(event, country=None, asn=None, latitude=None, longitude=None)
     countries = p.countries
     if event.country:
         countries = remember(countries, event.country, at, params.country_memory, params.max_countries)

@@ -9,26 +9,14 @@ Failed sign-ins are left to password_spray: an address that never got in is not 
 
 from __future__ import annotations
 
-import ipaddress
-
 from bot.detect import Params
-from bot.detect.common import finding
+from bot.detect.common import finding, from_own_network, within
 from bot.model import EVENT_KINDS, Event, Finding, Profile, Severity
 
 ID = "risky_ip"
 # Kinds whose IP is the provider's own (risk detections, alerts) are provider_risk's to read.
 SKIP_KINDS = frozenset({"risk", "alert"})
 KINDS = frozenset(EVENT_KINDS) - SKIP_KINDS  # the event kinds it reads (bot.detect.run_all skips the rest)
-
-
-def _listed(ip: str, params: Params) -> bool:
-    if not params.threat_networks:
-        return False
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr.version == net.version and addr in net for net in params.threat_networks)
 
 
 def detect(event: Event, profile: Profile | None, params: Params) -> Finding | None:
@@ -38,13 +26,13 @@ def detect(event: Event, profile: Profile | None, params: Params) -> Finding | N
     verdict: tuple[Severity, str, str] | None = None
     if event.ip and event.ip in params.tor_exits:
         verdict = (Severity.HIGH, "tor_exit", "is a Tor exit node")
-    elif event.ip and _listed(event.ip, params):
+    elif event.ip and params.threat_networks and within(event.ip, params.threat_networks):
         verdict = (Severity.HIGH, "threat_intel", "is on the threat-intelligence list")
     elif "malicious_ip" in event.flags:
         verdict = (Severity.HIGH, "provider_malicious", "Microsoft flags as a malicious or risky address")
     elif "anonymizer" in event.flags:
         verdict = (Severity.MEDIUM, "provider_anonymizer", "Microsoft flags as an anonymising proxy or VPN")
-    elif event.asn is not None and event.asn in params.hosting_asns:
+    elif event.asn is not None and event.asn in params.hosting_asns and not from_own_network(event, params):
         verdict = (Severity.MEDIUM, "hosting", f"belongs to a hosting provider (AS{event.asn}), not a home or office")
     if verdict is None:
         return None

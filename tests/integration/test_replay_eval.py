@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from bot.cli import main
 from bot.detect import detector_ids
 from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, config_for, evaluate, reaches_soc
 from bot.model import Case, CaseState, Decision, Severity
-from sandbox.scenario import CATEGORIES, NATIVE_MAIL_CLIENTS, generate
+from sandbox.scenario import CATEGORIES, NATIVE_MAIL_CLIENTS, VPN_EGRESS, generate
 from sandbox.wire import sts_logon_of
 from sandbox.world import sign_in
 
@@ -270,6 +271,25 @@ async def test_a_mail_app_the_organisation_trusts_is_recorded_not_asked(tmp_path
     assert untrusted.soc_reviews == trusted.soc_reviews + len(asked)
 
 
+async def test_the_organisations_own_vpn_egress_is_not_a_question(tmp_path: Path) -> None:
+    """The Microsoft 365 organisation's VPN egress lies in a hosting network (AWS), abroad for most of
+    its staff. Listed as its own network (the scenario's mailwarden.toml) it raises no question; left
+    out, every day on the VPN is a sign-in from a hosting network to ask its user about."""
+    scenario = generate(users=40, days=12, seed=5)
+    scenario.write(tmp_path)
+    egress = ipaddress.ip_network(VPN_EGRESS)
+    tunneled = [r for r in scenario.files["entra_signins.ndjson"] if ipaddress.ip_address(r["ipAddress"]) in egress]
+    assert tunneled and {r["location"]["countryOrRegion"] for r in tunneled} == {"US"}
+    own = await evaluate(tmp_path)
+    assert own.targets_met, (own.false_prompts, own.missed)
+    assert not [p for p in own.false_prompts if p["user"] in scenario.vpn_users], own.false_prompts
+    config = tmp_path / "mailwarden.toml"
+    config.write_text("".join(line for line in config.read_text().splitlines(True) if "own_networks" not in line))
+    unlisted = await evaluate(tmp_path)
+    asked = [p for p in unlisted.false_prompts if p["user"] in scenario.vpn_users]
+    assert asked and all("risky_ip" in p["detectors"] for p in asked), unlisted.false_prompts
+
+
 @pytest.mark.parametrize(
     ("decision", "severity", "reaches"),
     [
@@ -304,3 +324,13 @@ def test_scenario_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert {"overall", "categories", "detectors", "prompts", "soc_reviews", "targets_met", "config"} <= set(report)
     assert report["prompts"]["per_1000_users_per_day"] >= 0
+    assert report["config"] == str(out / "mailwarden.toml")  # the scenario's own settings
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[mailwarden]\n")
+    either_place = (["eval", str(out), "--config", str(bare)], ["--config", str(bare), "eval", str(out)])
+    for argv in either_place:
+        assert main([*argv, "--json"]) == 0
+        without = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert without["config"] == str(bare)
+        # without the VPN and mail apps as the organisation's, their sign-ins and set-ups are asked about
+        assert without["prompts"]["count"] > report["prompts"]["count"]

@@ -7,6 +7,7 @@ import pytest
 
 from bot.cli import main
 from bot.config import load_settings, missing_for_run, redacted
+from bot.detection import detection_params
 from bot.errors import ConfigError
 
 
@@ -103,3 +104,12 @@ def test_gc_tuning_is_reversible() -> None:
     finally:
         untune_gc(replaced)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_own_networks_are_read_and_a_bad_one_is_named_by_position() -> None:
+    settings = load_settings({"MAILWARDEN_OWN_NETWORKS": "44.206.19.32/29, 2001:db8::/48,192.0.2.7"})
+    nets = detection_params(settings).own_networks
+    assert [str(n) for n in nets] == ["44.206.19.32/29", "2001:db8::/48", "192.0.2.7/32"]
+    with pytest.raises(ConfigError) as err:
+        detection_params(load_settings({"MAILWARDEN_OWN_NETWORKS": "10.0.0.0/8,xoxb-not-a-network"}))
+    assert "entry 2" in str(err.value) and "xoxb" not in str(err.value)

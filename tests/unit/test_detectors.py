@@ -47,7 +47,7 @@ def params_for(detector: str, overrides: dict[str, Any]) -> Params:
             converted[name] = timedelta(seconds=value)
         elif isinstance(current, frozenset):
             converted[name] = frozenset(value)
-        elif name == "threat_networks":
+        elif name in ("threat_networks", "own_networks"):
             converted[name] = tuple(ipaddress.ip_network(v) for v in value)
         else:
             converted[name] = value
