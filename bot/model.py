@@ -182,6 +182,8 @@ class Profile(msgspec.Struct, frozen=True, gc=False):
     hours: tuple[int, ...] = ()  # empty, or 168 counts
     recent_locations: tuple[Located, ...] = ()
     tz: str | None = None
+    # (place, last seen): where this user signs in from, to about 10 km ("40.7,-74.0")
+    places: tuple[tuple[str, datetime], ...] = ()
 
     def knows_country(self, country: str) -> bool:
         for c, _ in self.countries:  # noqa: SIM110 - every sign-in asks; any() over a generator costs 3x

@@ -149,6 +149,15 @@ NATIVE_MAIL_CLIENTS = (
 VPN_EGRESS = "44.206.19.32/29"
 VPN_CITY: City = ("US", "Ashburn", 39.04, -77.49, "America/New_York", (16509,), 16509)
 VPN_USERS = 0.15  # the share of the organisation's staff who use it
+# Mobile carriers' gateways: geolocation databases place many of a carrier's addresses in the city of the
+# gateway its traffic leaves by, not where the phone is (detections.md A1 lists "mobile carrier hubs"
+# among impossible travel's false positives). For some people the phone seems to sign in from there.
+CARRIER_HUBS: dict[int, tuple[str, str, float, float]] = {
+    21928: ("US", "Dallas", 32.78, -96.80),
+    812: ("CA", "Calgary", 51.05, -114.07),
+    45609: ("IN", "Mumbai", 19.08, 72.88),
+}
+HUB_GEOLOCATED = 0.4  # the share of people whose carrier's addresses geolocate to its hub
 NATIVE_MAIL_SCOPES = (
     "https://mail.google.com/",
     "https://www.googleapis.com/auth/calendar",
@@ -274,6 +283,7 @@ class Scenario:
         # evaluation's change can be put down to what was added.
         self.noise = random.Random(f"background:{seed}")
         self.vpn = random.Random(f"vpn:{seed}")  # who is on the corporate VPN when, and at which address
+        self.geo = random.Random(f"geo:{seed}")  # which phone sign-ins geolocate to the carrier's hub
         self.users_n = users
         self.days = days
         self.seed = seed
@@ -706,12 +716,13 @@ class Scenario:
             if not phone:
                 with self.background():
                     self.interrupts(p, at, dev, ip, asn, c)
+            located = self.carrier_hub(p) if phone and where is None and asn == p.city[6] else None
             self.ms_signin(
                 p,
                 at,
                 ip=ip,
                 asn=asn,
-                where=c[:4],
+                where=located or c[:4],
                 device=dev,
                 client="Mobile Apps and Desktop clients" if phone else "Browser",
                 app="Microsoft Outlook" if phone else "Office 365 Exchange Online",
@@ -758,6 +769,14 @@ class Scenario:
         return self.gws(
             "gws_login.ndjson", p, at, "login", "login", "login_verification", params, ip=ip, asn=asn, region=where[0]
         )
+
+    def carrier_hub(self, p: Person) -> tuple[str, str, float, float] | None:
+        """Where Entra places this phone sign-in over the carrier's network when that is the carrier's
+        gateway city rather than the person's own (most of the time, for the people it happens to)."""
+        hub = CARRIER_HUBS.get(p.city[6])
+        if hub is None or random.Random(f"hub:{self.seed}:{p.upn}").random() >= HUB_GEOLOCATED:
+            return None
+        return hub if self.geo.random() < 0.8 else None
 
     def on_vpn(self, p: Person) -> bool:
         """Whether a Microsoft 365 employee working from home connects through the corporate VPN today

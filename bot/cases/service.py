@@ -36,7 +36,7 @@ from bot.detect.common import SIGN_IN_ANOMALIES
 from bot.detect.fleet import TenantFleet
 from bot.detect.policy import DEFAULT as DEFAULT_POLICY
 from bot.detect.policy import Policy, most_urgent
-from bot.detect.profile import device_key, forget, observe, with_tz
+from bot.detect.profile import device_key, forget, observe, place_key, with_tz
 from bot.detect.scoring import case_severity, decide, yes_closes
 from bot.errors import ConcurrentUpdate
 from bot.model import (
@@ -777,6 +777,7 @@ class CaseService:
                 countries=evidence["countries"],
                 asns=frozenset(int(a) for a in evidence["asns"]),
                 devices=evidence["devices"],
+                places=evidence["places"],
             )
             await repo.save_profile(conn, case.tenant, cleaned, now)
             if self._profile_cache is not None:
@@ -819,12 +820,15 @@ def attacker_evidence(case: Case) -> dict[str, frozenset[str]]:
     countries: set[str] = set()
     asns: set[str] = set()
     devices: set[str] = set()
+    places: set[str] = set()
     for f in case.findings:
         e = by_id.get(f.event_id)
         if e is None or f.detector not in _ATTACKER_IP:
             continue
         if e.ip:
             ips.add(e.ip)
+        if e.latitude is not None and e.longitude is not None:
+            places.add(place_key(e.latitude, e.longitude))  # or impossible travel would not see them again
         if f.detector == "new_country" and e.country:
             countries.add(e.country)
         if f.detector == "new_asn" and e.asn is not None:
@@ -836,6 +840,7 @@ def attacker_evidence(case: Case) -> dict[str, frozenset[str]]:
         "countries": frozenset(countries),
         "asns": frozenset(asns),
         "devices": frozenset(devices),
+        "places": frozenset(places),
     }
 
 

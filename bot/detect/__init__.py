@@ -82,6 +82,10 @@ class Params:
     travel_window: timedelta = timedelta(minutes=90)
     travel_country_window: timedelta = timedelta(minutes=15)
     max_locations: int = 20
+    # ... and not between places the user has signed in from before (within the baseline's memory):
+    # Entra's atypical travel skips "locations regularly used" by the user, and Elastic's rule names
+    # "mobile carrier hubs" and VPN egress among its false positives (detections.md A1, A3)
+    max_places: int = 50
     # risky_ip: the operator's own lists, loaded by the shell; no file is read here
     threat_networks: tuple[IPNetwork, ...] = ()
     # The organisation's own egress (offices' NAT, its VPN, VDI, a secure web gateway), often in a cloud

@@ -96,6 +96,11 @@ def _locations(p: Profile, event: Event, params: Params) -> tuple[Located, ...]:
     return tuple(kept[-params.max_locations :])
 
 
+def place_key(latitude: float, longitude: float) -> str:
+    """A place to about 10 km: geolocation gives a city's coordinates, the same every time."""
+    return f"{latitude:.1f},{longitude:.1f}"
+
+
 def _same_place(a: Located, b: Located) -> bool:
     return a.ip == b.ip and a.country == b.country and a.latitude == b.latitude and a.longitude == b.longitude
 
@@ -130,6 +135,9 @@ def _learn_sign_in(p: Profile, event: Event, params: Params) -> Profile:
         # the hours count a subset of the sign-ins (halving only lowers them): a bound for the total
         hours=add_hour(p.hours, at, params.hours_cap, at_most=p.sign_ins + 1) if event.interactive else p.hours,
         recent_locations=_locations(p, event, params),
+        places=remember(p.places, place_key(event.latitude, event.longitude), at, memory, params.max_places)
+        if event.latitude is not None and event.longitude is not None
+        else p.places,
     )
 
 
@@ -166,9 +174,10 @@ def forget(
     countries: frozenset[str] = frozenset(),
     asns: frozenset[int] = frozenset(),
     devices: frozenset[str] = frozenset(),
+    places: frozenset[str] = frozenset(),
 ) -> Profile:
     """The profile without what an attacker taught it: after a containment, the attacker's address,
-    country, network and device must look new again if they come back."""
+    country, network, device and place must look new again if they come back."""
     return replace(
         profile,
         known_ips=tuple(kt for kt in profile.known_ips if kt[0] not in ips),
@@ -176,4 +185,5 @@ def forget(
         asns=tuple(kt for kt in profile.asns if kt[0] not in asns),
         devices=tuple(kt for kt in profile.devices if kt[0] not in devices),
         recent_locations=tuple(loc for loc in profile.recent_locations if loc.ip not in ips),
+        places=tuple(kt for kt in profile.places if kt[0] not in places),
     )

@@ -129,6 +129,7 @@ def profile_to_dict(p: Profile) -> dict[str, Any]:
             [_utc(loc.at), loc.country, loc.latitude, loc.longitude, loc.ip] for loc in p.recent_locations
         ],
         "tz": p.tz,
+        "places": _seen(p.places),
     }
 
 
@@ -177,6 +178,7 @@ def profile_from_dict(d: dict[str, Any]) -> Profile:
             for at, c, lat, lon, ip in d.get("recent_locations") or []
         ),
         tz=d.get("tz"),
+        places=_unseen(d.get("places")),
     )
 
 

@@ -18,7 +18,7 @@ from bot.cli import main
 from bot.detect import detector_ids
 from bot.evaluate import PROMPT_TARGET, RECALL_TARGET, config_for, evaluate, reaches_soc
 from bot.model import Case, CaseState, Decision, Severity
-from sandbox.scenario import CATEGORIES, NATIVE_MAIL_CLIENTS, VPN_EGRESS, generate
+from sandbox.scenario import CARRIER_HUBS, CATEGORIES, NATIVE_MAIL_CLIENTS, VPN_EGRESS, generate
 from sandbox.wire import sts_logon_of
 from sandbox.world import sign_in
 
@@ -245,6 +245,11 @@ def test_the_scenario_holds_what_real_logs_are_full_of() -> None:
     assert verified["Challenge Passed."] > 0  # Google's 2-step verification before some sign-ins
     replays = [a for a in s.labels if a["what"] == "stolen refresh token redeemed by a script"]
     assert replays and {a["category"] for a in replays} == {"scripted_client"}
+    # phones whose carrier's addresses geolocate to its gateway city, far from home (impossible
+    # travel's commonest false positive), and signing in there from day to day
+    hubs = {hub[1] for hub in CARRIER_HUBS.values()}
+    at_hub = Counter(r["userPrincipalName"] for r in s.files["entra_signins.ndjson"] if r["location"]["city"] in hubs)
+    assert at_hub and max(at_hub.values()) >= 5
 
 
 async def test_a_mail_app_the_organisation_trusts_is_recorded_not_asked(tmp_path: Path) -> None:

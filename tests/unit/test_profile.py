@@ -11,8 +11,8 @@ import pytest
 from msgspec.structs import replace
 
 from bot.detect import Params
-from bot.detect.profile import HOURS_PER_WEEK, add_hour, observe, remember, with_tz
-from bot.model import Event, Profile
+from bot.detect.profile import HOURS_PER_WEEK, add_hour, forget, observe, place_key, remember, with_tz
+from bot.model import Case, CaseState, Decision, Event, Finding, Profile, Severity
 from bot.sources.normalize_gws_activity import normalize_activity
 from bot.store.codec import _PROFILE_DECODER, profile_from_dict, profile_from_json, profile_json, profile_to_dict
 
@@ -71,6 +71,7 @@ def test_every_list_is_bounded() -> None:
         max_client_apps=2,
         max_known_ips=6,
         max_locations=4,
+        max_places=7,
         travel_window=timedelta(days=30),
     )
     p: Profile | None = None
@@ -79,6 +80,7 @@ def test_every_list_is_bounded() -> None:
     assert p is not None
     assert len(p.countries) == 5 and len(p.asns) == 4 and len(p.devices) == 3 and len(p.user_agents) == 3
     assert len(p.client_apps) == 2 and len(p.known_ips) == 6 and len(p.recent_locations) == 4
+    assert len(p.places) == 7 and p.places[-1][0] == "1.0,119.0"  # sign-in 299 was at longitude 299 % 180
     assert len(p.recent_failures) <= 10
     # the newest are the ones kept
     assert p.asns[-1][0] == 64500 + 299 and p.countries[-1][0] == "C299"
@@ -92,6 +94,7 @@ def test_old_entries_age_out() -> None:
     assert [c for c, _ in p.countries] == ["C1"] and [a for a, _ in p.asns] == [64501]
     assert [d for d, _ in p.devices] == ["device 1"]
     assert [loc.country for loc in p.recent_locations] == ["C1"]  # only the travel window is kept
+    assert [k for k, _ in p.places] == ["1.0,1.0"]
 
 
 def test_hour_histogram_halves_past_its_cap() -> None:
@@ -185,7 +188,7 @@ def test_a_stored_profile_never_counts_fewer_sign_ins_than_its_hours() -> None:
 def test_a_place_signed_in_from_again_is_kept_once_and_travel_still_reads_the_newest() -> None:
     from bot.detect.impossible_travel import detect
 
-    params = Params(enabled=None)
+    params = Params(enabled=None, baseline_warmup=timedelta(0))  # an hour of history: no warm-up here
     office = {"country": "DE", "ip": "192.0.2.10", "latitude": 52.52, "longitude": 13.40}
     p = None
     for i in range(12):  # every five minutes from the office, with one stop in between elsewhere in town
@@ -242,3 +245,24 @@ def test_a_google_sign_in_is_learned_once_however_many_challenges_it_passed() ->
     assert p is not None
     assert p.sign_ins == 1 and sum(p.hours) == 1 and len(p.recent_failures) == 1
     assert [c for c, _ in p.countries] == ["GB"] and [a for a, _ in p.asns] == [64500]
+
+
+def test_a_contained_attackers_place_is_forgotten_with_the_rest_of_their_traces() -> None:
+    """After a containment the attacker's place must look new again, or impossible travel would take
+    their return for a place the user signs in from."""
+    from bot.cases.service import attacker_evidence
+
+    params = Params()
+    home = sign_in(0, latitude=40.71, longitude=-74.0)
+    attacker = sign_in(1, latitude=50.45, longitude=30.52, country="UA", ip="203.0.113.50")
+    p = observe(observe(None, home, params), attacker, params)
+    assert [k for k, _ in p.places] == [place_key(40.71, -74.0), place_key(50.45, 30.52)]
+    case = Case(
+        "MW-1", "t", "jo@contoso.example", CaseState.CONTAINED, Severity.HIGH, Decision.SOC, T, T, T,
+        findings=(Finding("new_country", Severity.MEDIUM, "first sign-in from UA", "1", attacker.occurred_at),),
+        events=(home, attacker),
+    )  # fmt: skip
+    evidence = attacker_evidence(case)
+    assert evidence["places"] == {place_key(50.45, 30.52)}
+    cleaned = forget(p, places=evidence["places"], ips=evidence["ips"])
+    assert [k for k, _ in cleaned.places] == [place_key(40.71, -74.0)]
