@@ -147,6 +147,7 @@ NATIVE_MAIL_CLIENTS = (
 # hosting network in another country for most of its staff. Some employees working from home connect
 # through it on some days (mailwarden.toml lists it as the organisation's own network).
 VPN_EGRESS = "44.206.19.32/29"
+VPN_NET = ipaddress.ip_network(VPN_EGRESS)
 VPN_CITY: City = ("US", "Ashburn", 39.04, -77.49, "America/New_York", (16509,), 16509)
 VPN_USERS = 0.15  # the share of the organisation's staff who use it
 # Mobile carriers' gateways: geolocation databases place many of a carrier's addresses in the city of the
@@ -774,9 +775,19 @@ class Scenario:
         """Where Entra places this phone sign-in over the carrier's network when that is the carrier's
         gateway city rather than the person's own (most of the time, for the people it happens to)."""
         hub = CARRIER_HUBS.get(p.city[6])
-        if hub is None or random.Random(f"hub:{self.seed}:{p.upn}").random() >= HUB_GEOLOCATED:
+        if hub is None or p.upn not in self.hub_users:
             return None
         return hub if self.geo.random() < 0.8 else None
+
+    @functools.cached_property
+    def hub_users(self) -> frozenset[str]:
+        """About HUB_GEOLOCATED of everyone: those whose carrier's addresses geolocate to its hub."""
+        return self._some_people("hub", HUB_GEOLOCATED)
+
+    def _some_people(self, what: str, share: float) -> frozenset[str]:
+        """A stable `share` of the people, each drawn from a generator of its own (seed, what, person),
+        so that choosing them changes nothing else in the scenario."""
+        return frozenset(p.upn for p in self.people if random.Random(f"{what}:{self.seed}:{p.upn}").random() < share)
 
     def on_vpn(self, p: Person) -> bool:
         """Whether a Microsoft 365 employee working from home connects through the corporate VPN today
@@ -789,12 +800,10 @@ class Scenario:
     def vpn_users(self) -> frozenset[str]:
         """About VPN_USERS of the Microsoft 365 staff, at least one in every scenario."""
         ms = [p.upn for p in self.people if p.provider == "ms"]
-        chosen = {u for u in ms if random.Random(f"vpn:{self.seed}:{u}").random() < VPN_USERS}
-        return frozenset(chosen or ms[:1])
+        return frozenset(self._some_people("vpn", VPN_USERS).intersection(ms) or ms[:1])
 
     def vpn_address(self) -> str:
-        net = ipaddress.ip_network(VPN_EGRESS)
-        return str(net[1 + self.vpn.randrange(net.num_addresses - 2)])
+        return str(VPN_NET[1 + self.vpn.randrange(VPN_NET.num_addresses - 2)])
 
     def phone_on(self, p: Person, day: int) -> Device:
         new = p.new_phone is not None and p.new_phone_day is not None and day >= p.new_phone_day
